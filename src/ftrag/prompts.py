@@ -1,0 +1,62 @@
+"""The running example's prompt format, shared by every system, the fine-tuning data and the labs.
+
+The course's running example is the support assistant of **Lumio**, a fictional company that sells
+smart lamps and the Lumio app subscriptions. Every system in the course (base, RAG, fine-tuned,
+hybrid) sends the model the same system prompt and the same user-message layout, so that the
+measured differences come from retrieval and from training, not from different prompts.
+
+The answer schema is one JSON object with exactly three keys, in this order::
+
+    {"answer": "...", "sources": ["kb-..."], "needs_human": false}
+
+``sources`` lists the ids of the context passages the answer used (empty when none);
+``needs_human`` is true when the context does not contain the answer and a person must take over.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+COMPANY = "Lumio"
+SIGN_OFF = "Stay bright!"
+ANSWER_KEYS = ("answer", "sources", "needs_human")
+
+SYSTEM_PROMPT = (
+    f"You are the {COMPANY} support assistant. Reply with one JSON object only: "
+    '{"answer": "<short friendly reply>", "sources": ["<ids of the context passages you used>"], '
+    '"needs_human": <true if the context does not contain the answer, else false>}. '
+    "Use only facts from the context."
+)
+
+HANDOFF_ANSWER = (
+    "I don't have that information, so I'm passing you to a teammate who can check. " + SIGN_OFF
+)
+
+
+def format_context(passages: Sequence[tuple[str, str]]) -> str:
+    """Render retrieved passages as ``[id] text`` lines, the layout the model learns to cite."""
+    return "\n".join(f"[{doc_id}] {' '.join(text.split())}" for doc_id, text in passages)
+
+
+def user_message(question: str, passages: Sequence[tuple[str, str]] | None = None) -> str:
+    """The user turn: an optional ``Context:`` block of passages, then the question."""
+    question = " ".join(question.split())
+    if passages:
+        return f"Context:\n{format_context(passages)}\n\nQuestion: {question}"
+    return f"Question: {question}"
+
+
+def chat(question: str, passages: Sequence[tuple[str, str]] | None = None) -> list[dict[str, str]]:
+    """The messages (system + user) that every system sends for one question."""
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "user", "content": user_message(question, passages)},
+    ]
+
+
+def answer_json(answer: str, sources: Sequence[str] = (), needs_human: bool = False) -> str:
+    """Serialise a reply in the exact form the fine-tuning data teaches (compact key order)."""
+    return json.dumps(
+        {"answer": answer, "sources": list(sources), "needs_human": bool(needs_human)},
+        ensure_ascii=False,
+    )

@@ -1,0 +1,305 @@
+"""Retrieval over Lumio's help centre with llama-index: chunk, embed, index, persist, retrieve, update.
+
+Node ids are ``<article id>-<chunk number>`` (not random UUIDs) so that a retrieved chunk names
+its article, and hit@k can be judged against the gold article ids of the evaluation set.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import CourseError
+from .paths import cache_dir
+from .profiles import Profile, load_embedder
+
+PERSIST_FILES = ("docstore.json", "index_store.json", "default__vector_store.json")
+
+
+@dataclass(frozen=True)
+class ChunkSettings:
+    """How articles are cut into chunks. ``splitter="sentence"`` keeps sentences whole;
+    ``"token"`` cuts every ``chunk_size`` tokens wherever that falls (the deliberately bad option
+    when small and without the title)."""
+
+    chunk_size: int = 256
+    chunk_overlap: int = 32
+    splitter: str = "sentence"
+    with_title: bool = True
+
+    @property
+    def label(self) -> str:
+        title = "" if self.with_title else ", no title"
+        return f"{self.splitter} {self.chunk_size}/{self.chunk_overlap}{title}"
+
+    def fingerprint(self) -> str:
+        return f"{self.splitter}-{self.chunk_size}-{self.chunk_overlap}-{int(self.with_title)}"
+
+
+DEFAULT_CHUNKING = ChunkSettings()
+BAD_CHUNKING = ChunkSettings(chunk_size=24, chunk_overlap=0, splitter="token", with_title=False)
+
+
+@dataclass(frozen=True)
+class RetrievedChunk:
+    article_id: str
+    node_id: str
+    score: float
+    text: str
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def configure(profile: Profile, *, llm=None, embedder=None):
+    """Set llama-index's global models explicitly (it silently falls back to OpenAI otherwise).
+
+    ``llm`` may be a llama-index LLM; without one a :class:`MockLLM` is installed, because the
+    course generates answers with :class:`ftrag.generation.Generator` and only retrieves here.
+    Returns the embedder so callers can reuse it.
+    """
+    from llama_index.core import Settings
+    from llama_index.core.llms import MockLLM
+
+    Settings.embed_model = embedder or load_embedder(profile)
+    Settings.llm = llm or MockLLM(max_tokens=1)
+    return Settings.embed_model
+
+
+def to_documents(articles) -> list:
+    """One llama-index Document per article; the id is stable so updates can replace it."""
+    from llama_index.core import Document
+
+    docs = []
+    for art in articles:
+        if not art.body.strip():
+            raise CourseError(f"{art.path}: the article body is empty; write its text or delete the file.")
+        docs.append(Document(
+            text=art.body.strip(), id_=art.id,
+            metadata={"article_id": art.id, "title": art.title, "category": art.category,
+                      "updated": str(art.updated)},
+            # the title helps retrieval; ids and dates only add noise to the embedded text
+            excluded_embed_metadata_keys=["article_id", "category", "updated"],
+            excluded_llm_metadata_keys=["article_id", "title", "category", "updated"],
+        ))
+    return docs
+
+
+def splitter(chunking: ChunkSettings):
+    from llama_index.core.node_parser import SentenceSplitter, TokenTextSplitter
+
+    def id_func(i, doc):
+        return f"{doc.doc_id}-{i}"
+
+    if chunking.splitter == "sentence":
+        return SentenceSplitter(chunk_size=chunking.chunk_size, chunk_overlap=chunking.chunk_overlap,
+                                id_func=id_func)
+    if chunking.splitter == "token":
+        return TokenTextSplitter(chunk_size=chunking.chunk_size, chunk_overlap=chunking.chunk_overlap,
+                                 id_func=id_func)
+    raise CourseError(f"Unknown splitter {chunking.splitter!r}; use 'sentence' or 'token'.")
+
+
+def chunk(articles, chunking: ChunkSettings = DEFAULT_CHUNKING) -> list:
+    docs = to_documents(articles)
+    if not chunking.with_title:
+        for doc in docs:
+            doc.excluded_embed_metadata_keys = list(doc.metadata)
+    return splitter(chunking).get_nodes_from_documents(docs)
+
+
+# --------------------------------------------------------------------------- build / persist / load
+
+
+@dataclass
+class IndexInfo:
+    index: object
+    chunking: ChunkSettings
+    n_articles: int
+    n_chunks: int
+    build_seconds: float
+    persist_dir: Path | None = None
+    cached: bool = False
+
+
+def build_index(articles, chunking: ChunkSettings = DEFAULT_CHUNKING, *, progress: bool = False) -> IndexInfo:
+    """Chunk, embed and index the articles in memory (call :func:`configure` first)."""
+    from llama_index.core import VectorStoreIndex
+
+    _require_configured()
+    start = time.perf_counter()
+    nodes = chunk(articles, chunking)
+    index = VectorStoreIndex(nodes, show_progress=progress)
+    return IndexInfo(index, chunking, len(articles), len(nodes), time.perf_counter() - start)
+
+
+def persist(info: IndexInfo, persist_dir: Path) -> Path:
+    persist_dir = Path(persist_dir)
+    tmp = persist_dir.with_name(persist_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    info.index.storage_context.persist(persist_dir=str(tmp))
+    (tmp / "ftrag_index.json").write_text(json.dumps({
+        "chunking": info.chunking.fingerprint(), "n_articles": info.n_articles, "n_chunks": info.n_chunks,
+        "build_seconds": info.build_seconds}))
+    shutil.rmtree(persist_dir, ignore_errors=True)
+    tmp.rename(persist_dir)
+    info.persist_dir = persist_dir
+    return persist_dir
+
+
+def load_index(persist_dir: Path) -> IndexInfo:
+    """Reload a persisted index; a missing or incomplete folder gives a clear error."""
+    from llama_index.core import StorageContext, load_index_from_storage
+
+    persist_dir = Path(persist_dir)
+    missing = [f for f in (*PERSIST_FILES, "ftrag_index.json") if not (persist_dir / f).exists()]
+    if missing:
+        raise CourseError(f"No complete index in {persist_dir} (missing {', '.join(missing)}). Build it with "
+                          "`rag.ensure_index(...)` (the RAG lab does), or delete the folder and rebuild.")
+    _require_configured()
+    meta = json.loads((persist_dir / "ftrag_index.json").read_text())
+    splitter_name, size, overlap, with_title = meta["chunking"].split("-")
+    index = load_index_from_storage(StorageContext.from_defaults(persist_dir=str(persist_dir)))
+    return IndexInfo(index, ChunkSettings(int(size), int(overlap), splitter_name, bool(int(with_title))),
+                     meta["n_articles"], meta["n_chunks"], meta["build_seconds"], persist_dir, cached=True)
+
+
+def kb_fingerprint(articles) -> str:
+    h = hashlib.sha256()
+    for art in sorted(articles, key=lambda a: a.id):
+        h.update(f"{art.id}\n{art.title}\n{art.category}\n{art.updated}\n{art.body}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def index_dir(articles, chunking: ChunkSettings, name: str = "kb") -> Path:
+    return cache_dir() / "indexes" / f"{name}-{chunking.fingerprint()}-{kb_fingerprint(articles)}"
+
+
+def ensure_index(articles, chunking: ChunkSettings = DEFAULT_CHUNKING, *, name: str = "kb") -> IndexInfo:
+    """Load the persisted index for exactly these articles and chunking, or build and persist it."""
+    target = index_dir(articles, chunking, name)
+    if (target / "ftrag_index.json").exists():
+        return load_index(target)
+    info = build_index(articles, chunking)
+    persist(info, target)
+    return info
+
+
+def _require_configured() -> None:
+    from llama_index.core import Settings
+
+    # Settings.embed_model resolves lazily and would try OpenAI: look at the private slot.
+    if getattr(Settings, "_embed_model", None) is None:
+        raise CourseError("llama-index has no embedding model set; call `rag.configure(profile)` first "
+                          "(otherwise it falls back to OpenAI, which needs a key and the internet).")
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+class Retriever:
+    """Top-k retrieval returning chunks with their article ids and cosine scores."""
+
+    def __init__(self, info: IndexInfo, top_k: int = 3):
+        self.info = info
+        self.top_k = top_k
+        self._retriever = info.index.as_retriever(similarity_top_k=top_k)
+
+    def retrieve(self, question: str) -> list[RetrievedChunk]:
+        hits = self._retriever.retrieve(question)
+        return [RetrievedChunk(h.node.ref_doc_id or h.node.metadata.get("article_id", "?"), h.node.node_id,
+                               float(h.score or 0.0), h.node.get_content()) for h in hits]
+
+    def retrieve_many(self, questions: Sequence[str]) -> tuple[list[list[RetrievedChunk]], list[float]]:
+        """Retrieve for each question; also returns the seconds each retrieval took."""
+        out, seconds = [], []
+        for q in questions:
+            t0 = time.perf_counter()
+            out.append(self.retrieve(q))
+            seconds.append(time.perf_counter() - t0)
+        return out, seconds
+
+
+def passages(chunks: Sequence[RetrievedChunk]) -> list[tuple[str, str]]:
+    """Chunks as ``(article id, text)`` pairs for :func:`ftrag.prompts.chat`."""
+    return [(c.article_id, c.text) for c in chunks]
+
+
+# --------------------------------------------------------------------------- retrieval metrics
+
+
+@dataclass
+class RetrievalReport:
+    """hit@k for k = 1..max_k and MRR at article level, over a question set."""
+
+    hit_at: dict[int, float]
+    mrr: float
+    n_questions: int
+    chunking_label: str = ""
+    first_gold_rank: list[int | None] = field(default_factory=list)
+
+
+def retrieval_report(info: IndexInfo, questions, *, max_k: int = 10) -> RetrievalReport:
+    """Rank of the first chunk from a gold article for each question (``question.article_ids``)."""
+    known = set(info.index.ref_doc_info)
+    for q in questions:
+        unknown = [a for a in q.article_ids if a not in known]
+        if unknown:
+            raise CourseError(f"Question {q.id} names gold article(s) {unknown} that are not in the index; "
+                              "fix data/eval or rebuild the index from the right knowledge base.")
+    retriever = Retriever(info, top_k=max_k)
+    ranks: list[int | None] = []
+    for q in questions:
+        gold = set(q.article_ids)
+        chunks = retriever.retrieve(q.question)
+        ranks.append(next((r for r, c in enumerate(chunks, 1) if c.article_id in gold), None))
+    n = len(ranks)
+    hit_at = {k: sum(1 for r in ranks if r is not None and r <= k) / n for k in range(1, max_k + 1)}
+    mrr = sum(1 / r for r in ranks if r is not None) / n
+    return RetrievalReport(hit_at, mrr, n, info.chunking.label, ranks)
+
+
+def chunking_sweep(articles, questions, settings: Sequence[ChunkSettings], *, max_k: int = 10):
+    """Build one in-memory index per chunking and measure it; returns a list of (IndexInfo, report)."""
+    rows = []
+    for chunking in settings:
+        info = build_index(articles, chunking)
+        rows.append((info, retrieval_report(info, questions, max_k=max_k)))
+    return rows
+
+
+# --------------------------------------------------------------------------- knowledge update
+
+
+@dataclass
+class UpdateReport:
+    replaced: list[str]
+    added: list[str]
+    seconds: float
+
+
+def apply_update(info: IndexInfo, updates, *, persist_dir: Path | None = None) -> UpdateReport:
+    """Absorb changed or new articles into the index: re-embed only what changed, no retraining.
+
+    An update whose id exists replaces that article (``refresh_ref_docs``); a new id is inserted.
+    With ``persist_dir`` the updated index is written there (the original folder is left as it was).
+    """
+    start = time.perf_counter()
+    index = info.index
+    existing = set(index.ref_doc_info)
+    ids = [u.id for u in updates]
+    replaced = [i for i in ids if i in existing]
+    added = [i for i in ids if i not in existing]
+    for doc_id in replaced:
+        index.delete_ref_doc(doc_id, delete_from_docstore=True)
+    # chunk the updates exactly like the original build, then embed and insert only those chunks
+    index.insert_nodes(chunk(updates, info.chunking))
+    info.n_articles = len(index.ref_doc_info)
+    seconds = time.perf_counter() - start
+    if persist_dir is not None:
+        persist(info, Path(persist_dir))
+    return UpdateReport(replaced, added, seconds)

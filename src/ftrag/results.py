@@ -1,0 +1,57 @@
+"""Measured results: the labs save them here, the chapters quote them (never typed by hand).
+
+Each lab saves one flat JSON object under ``_build/results/<lab>.json`` (``FTRAG_RESULTS_DIR``
+overrides), with the profile it was measured on. Keys are documented where the lab computes them.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from .errors import CourseError
+from .paths import results_dir
+
+LABS = ("rag", "qlora", "comparison")
+
+
+def path_of(lab: str) -> Path:
+    return results_dir() / f"{lab}.json"
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):  # numpy / torch scalars
+        return _clean(value.item())
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def save(lab: str, values: dict[str, Any], *, profile: str) -> Path:
+    """Write ``values`` (flat: str -> number/str) for ``lab``, stamped with profile, machine and time."""
+    if lab not in LABS:
+        raise CourseError(f"Unknown results name {lab!r}; use one of {LABS}.")
+    record = {"_profile": profile, "_machine": f"{platform.machine()} {platform.system()}",
+              "_saved": time.strftime("%Y-%m-%d %H:%M:%S"), **_clean(values)}
+    path = path_of(lab)
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def load(lab: str) -> dict[str, Any]:
+    path = path_of(lab)
+    if not path.exists():
+        raise CourseError(f"No results for the {lab} lab in {path}. Run the lab (or `make test`) first.")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CourseError(f"{path} is not valid JSON ({exc}); delete it and re-run the {lab} lab.") from exc
