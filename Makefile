@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cks
 JB_FLAGS := -W -n --keep-going
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book test test-fast serve linkcheck clean clean-cache
+.PHONY: help env book test test-fast test-site serve linkcheck clean clean-cache
 
 help:
 	@echo "make book       set up .venv, build the site into _build/html"
@@ -59,3 +59,6 @@ clean:
 
 clean-cache:
 	rm -rf .cache
+
+test-site: $(STAMP)
+	$(BIN)/python -m pytest -m "book or browser" tests/test_site.py
