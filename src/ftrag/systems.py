@@ -81,6 +81,42 @@ class System:
                 for i, q, r, ctx, s in zip(ids, questions, replies, retrieved, seconds)]
 
 
+def base_generator(profile, model=None, tokenizer=None) -> Generator:
+    """A Generator over the profile's untouched model; its reply cache is shared by every lab."""
+    from . import profiles
+
+    model = model if model is not None else profiles.load_model(profile)
+    tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
+    return Generator(model, tokenizer, max_new_tokens=profile.max_new_tokens,
+                     batch_size=profile.generation_batch_size, cache_tag=f"{profile.name}-{profile.model_label}-base-{GENERATION_VERSION}")
+
+
+GENERATION_VERSION = "g1"
+
+
+def evaluation_questions(course, profile):
+    """The knowledge and unanswerable questions the answer-level measurements use.
+
+    With the profile's limits (the cpu profile: 32 + 10) the subset is fixed and stratified: every
+    question whose answer changes after the update comes first (capped at half the limit, the
+    freshness measurement needs them), then the others evenly spaced through the file, so each
+    topic keeps its share. Without limits, all questions.
+    """
+    knowledge, unanswerable = list(course.knowledge), list(course.unanswerable)
+    if profile.eval_knowledge_limit and profile.eval_knowledge_limit < len(knowledge):
+        limit = profile.eval_knowledge_limit
+        changed = [q for q in knowledge if q.changes_after_update][: limit // 2 + limit % 2]
+        rest = [q for q in knowledge if q not in changed]
+        need = limit - len(changed)
+        picked = [rest[round(i * (len(rest) - 1) / max(need - 1, 1))] for i in range(need)]
+        chosen = {q.id for q in changed + picked}
+        knowledge = [q for q in knowledge if q.id in chosen]
+    if profile.eval_unanswerable_limit and profile.eval_unanswerable_limit < len(unanswerable):
+        step = len(unanswerable) / profile.eval_unanswerable_limit
+        unanswerable = [unanswerable[int(i * step)] for i in range(profile.eval_unanswerable_limit)]
+    return knowledge, unanswerable  # bump when prompts or decoding change, to retire cached replies
+
+
 # --------------------------------------------------------------------------- metrics over answers
 
 HANDOFF_PATTERN = re.compile(
@@ -168,3 +204,72 @@ def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | Non
             row["correct"] = is_correct(a, by_id[a.question_id].answers)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the four-way comparison
+
+METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "refusal_accuracy",
+           "median_latency_s", "prompt_tokens", "fresh_accuracy", "update_seconds")
+RATE_METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "refusal_accuracy",
+                "fresh_accuracy")
+
+
+@dataclass
+class Comparison:
+    """One row of measured metrics per system, plus bootstrap intervals over questions."""
+
+    rows: dict[str, dict[str, float]]
+    intervals: dict[str, dict[str, tuple[float, float]]]
+    scores: dict[str, Scores]
+    n_knowledge: int
+    n_unanswerable: int
+    n_changed: int
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows).T[list(METRICS)]
+
+    def flat(self) -> dict[str, float]:
+        """``cmp_<system>_<metric>`` keys for :func:`ftrag.results.save`."""
+        out: dict[str, float] = {}
+        for system, row in self.rows.items():
+            for metric, value in row.items():
+                out[f"cmp_{system}_{metric}"] = value
+            for metric, (lo, hi) in self.intervals[system].items():
+                out[f"cmp_{system}_{metric}_ci_low"] = lo
+                out[f"cmp_{system}_{metric}_ci_high"] = hi
+        out.update(cmp_n_knowledge=self.n_knowledge, cmp_n_unanswerable=self.n_unanswerable,
+                   cmp_n_changed=self.n_changed)
+        return out
+
+
+def compare(systems_before: dict[str, System], systems_after: dict[str, System], knowledge, unanswerable,
+            all_questions, update_seconds: dict[str, float]) -> Comparison:
+    """Run every system on the same questions and score them with the same functions.
+
+    ``systems_after`` are the systems once the knowledge update is out: retrieval systems search
+    the updated index, the others are unchanged (their weights do not know about the update).
+    ``update_seconds`` is what absorbing the update cost each system (NaN where it cannot).
+    """
+    k_items = [(q.id, q.question) for q in knowledge]
+    u_items = [(q.id, q.question) for q in unanswerable]
+    changed = [q for q in knowledge if q.changes_after_update]
+    c_items = [(q.id, q.question) for q in changed]
+    rows, intervals, all_scores = {}, {}, {}
+    for name, system in systems_before.items():
+        k_answers = system.ask(k_items, desc=f"{name}: knowledge")
+        u_answers = system.ask(u_items, desc=f"{name}: unanswerable")
+        fresh = systems_after[name].ask(c_items, desc=f"{name}: after the update")
+        s = score(name, k_answers, all_questions, u_answers)
+        fresh_scores = score(name, fresh, all_questions, after_update=True)
+        row = s.summary()
+        row["fresh_accuracy"] = evaluate.mean(fresh_scores.correct)
+        row["update_seconds"] = float(update_seconds.get(name, float("nan")))
+        rows[name] = row
+        intervals[name] = {"knowledge_accuracy": evaluate.bootstrap_ci(s.correct),
+                           "schema_validity": evaluate.bootstrap_ci(s.valid),
+                           "refusal_accuracy": evaluate.bootstrap_ci(s.refused),
+                           "fresh_accuracy": evaluate.bootstrap_ci(fresh_scores.correct)}
+        all_scores[name] = s
+    return Comparison(rows, intervals, all_scores, len(knowledge), len(unanswerable), len(changed))

@@ -1,0 +1,141 @@
+"""Every figure the book shows. Functions return a matplotlib Figure and never call ``show``;
+figure titles say what is measured and axis labels carry units."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def _fig(width: float = 6.4, height: float = 3.6):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(width, height), dpi=110)
+    ax.grid(alpha=0.3)
+    return fig, ax
+
+
+def rag_hit_at_k(reports: Sequence, labels: Sequence[str] | None = None, *, highlight: str | None = None):
+    """hit@k curves (k = 1..10) for one or more retrieval reports."""
+    fig, ax = _fig()
+    for i, rep in enumerate(reports):
+        label = labels[i] if labels else rep.chunking_label
+        ks = sorted(rep.hit_at)
+        style = {"linewidth": 3} if label == highlight else {"linewidth": 1.5, "alpha": 0.85}
+        ax.plot(ks, [rep.hit_at[k] for k in ks], marker="o", label=f"{label} (MRR {rep.mrr:.2f})", **style)
+    ax.set(xlabel="k (chunks retrieved)", ylabel="hit@k (gold article in top k)", ylim=(0, 1.02),
+           title="Retrieval quality on the knowledge questions")
+    ax.set_xticks(range(1, 11))
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def rag_chunking(rows: Sequence, *, chosen: str | None = None):
+    """hit@1, hit@5 and MRR per chunking setting, as grouped bars."""
+    import numpy as np
+
+    fig, ax = _fig(7.2, 3.8)
+    labels = [info.chunking.label for info, _ in rows]
+    metrics = {"hit@1": [r.hit_at[1] for _, r in rows], "hit@5": [r.hit_at[5] for _, r in rows],
+               "MRR": [r.mrr for _, r in rows]}
+    x = np.arange(len(rows))
+    for j, (name, values) in enumerate(metrics.items()):
+        bars = ax.bar(x + (j - 1) * 0.26, values, 0.26, label=name)
+        ax.bar_label(bars, fmt="%.2f", fontsize=7)
+    ax.set_xticks(x, [f"{lab}\n{info.n_chunks} chunks" + (" (chosen)" if lab == chosen else "")
+                      for lab, (info, _) in zip(labels, rows)], fontsize=8)
+    ax.set(ylabel="score", ylim=(0, 1.1), title="Chunking sweep: sentence splitter sizes vs a bad split")
+    ax.legend(fontsize=8, ncol=3, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def rag_overload(rows: Sequence[dict]):
+    """Accuracy, prompt tokens and latency for a normal and an overloaded top-k, side by side."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.0), dpi=110)
+    labels = [f"top-{r['top_k']}" for r in rows]
+    for ax, key, title in zip(axes, ("accuracy", "prompt_tokens", "latency_s"),
+                              ("answer accuracy", "prompt tokens / question", "seconds / answer")):
+        bars = ax.bar(labels, [r[key] for r in rows], color=["#4c72b0", "#dd8452"][: len(rows)])
+        ax.bar_label(bars, fmt="%.2f" if key != "prompt_tokens" else "%.0f", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3, axis="y")
+    fig.suptitle("Stuffing the context: more chunks is not better", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def setup_timings(seconds: dict[str, float]):
+    """Horizontal bars of the set-up check's timings (lab 0)."""
+    fig, ax = _fig(6.4, 2.4)
+    bars = ax.barh(list(seconds), list(seconds.values()), color="#4c72b0")
+    ax.bar_label(bars, fmt="%.2f s", fontsize=8)
+    ax.invert_yaxis()
+    ax.set(xlabel="seconds", title="Set-up check timings on this machine")
+    fig.tight_layout()
+    return fig
+
+
+SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "finetuned": "#dd8452", "hybrid": "#55a868"}
+
+
+def comparison_bars(comparison, *, title: str | None = None):
+    """Grouped bars: one group per rate metric, one bar per system, 95% bootstrap intervals as
+    error bars where the comparison has them."""
+    import numpy as np
+
+    from .systems import RATE_METRICS
+
+    fig, ax = _fig(8.6, 4.0)
+    names = list(comparison.rows)
+    x = np.arange(len(RATE_METRICS))
+    width = 0.8 / len(names)
+    for j, name in enumerate(names):
+        values = [comparison.rows[name][m] for m in RATE_METRICS]
+        lo = [comparison.intervals[name].get(m, (v, v))[0] for m, v in zip(RATE_METRICS, values)]
+        hi = [comparison.intervals[name].get(m, (v, v))[1] for m, v in zip(RATE_METRICS, values)]
+        err = [[max(v - a, 0) for v, a in zip(values, lo)], [max(b - v, 0) for v, b in zip(values, hi)]]
+        ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
+               label=name, color=SYSTEM_COLORS.get(name))
+    ax.set_xticks(x, [m.replace("_", " ") for m in RATE_METRICS], fontsize=8)
+    ax.set(ylim=(0, 1.08), ylabel="share of questions",
+           title=title or "Base vs RAG vs fine-tuned vs hybrid (error bars: 95% bootstrap CI)")
+    ax.legend(fontsize=8, ncol=4, loc="upper center")
+    fig.tight_layout()
+    return fig
+
+
+def qlora_memory(rows: Sequence[dict]):
+    """Weight memory in MiB: measured bars next to the ``n_params * bits / 8`` formula bars
+    (rows from :func:`ftrag.finetune.memory_comparison`)."""
+    fig, ax = _fig(7.2, 3.6)
+    colors = {"formula": "#c8c8c8", "measured": "#4c72b0"}
+    labels = [f"{r['weights']}\n({r['kind']})" for r in rows]
+    bars = ax.barh(range(len(rows)), [r["MiB"] for r in rows],
+                   color=[colors.get(r["kind"], "#dd8452") for r in rows])
+    ax.bar_label(bars, fmt="%.0f MiB", fontsize=8, padding=3)
+    ax.set_yticks(range(len(rows)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(r["MiB"] for r in rows) * 1.25)
+    ax.set(xlabel="weight memory (MiB)", title="Weight memory: formula (grey) vs measured (blue)")
+    fig.tight_layout()
+    return fig
+
+
+def qlora_loss_curve(run):
+    """Training loss per step and validation loss every ``eval_every`` steps of a QLoRA run
+    (a :class:`ftrag.finetune.TrainResult`)."""
+    fig, ax = _fig()
+    if run.train_losses:
+        steps, losses = zip(*run.train_losses)
+        ax.plot(steps, losses, label="training loss (one batch)", alpha=0.8)
+    if run.val_losses:
+        steps, losses = zip(*run.val_losses)
+        ax.plot(steps, losses, marker="o", linewidth=2, label="validation loss")
+    ax.set(xlabel="optimizer step", ylabel="cross-entropy on reply tokens", ylim=(0, None),
+           title=f"QLoRA training: {run.steps} steps, batch {run.settings.get('batch_size')}, "
+                 f"lr {run.settings.get('learning_rate'):g}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

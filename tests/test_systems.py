@@ -1,0 +1,68 @@
+from dataclasses import dataclass
+
+from ftrag import evaluate, prompts, systems
+from ftrag.data import KnowledgeQuestion
+from ftrag.generation import Generation
+from ftrag.rag import RetrievedChunk
+
+
+def _answer(qid, raw, retrieved=(), prompt_tokens=100):
+    return systems.Answer(qid, "q?", Generation(raw, prompt_tokens, 10, 0.5, 4.0), evaluate.parse_reply(raw),
+                          tuple(RetrievedChunk(a, f"{a}-0", 0.9, "text") for a in retrieved), 0.01)
+
+
+QUESTIONS = [
+    KnowledgeQuestion(id="k1", question="price?", answers=("$4.99",), article_ids=("kb-plus",),
+                      changes_after_update=True, updated_answers=("$5.99",), updated_article_ids=("kb-plus",)),
+    KnowledgeQuestion(id="k2", question="days?", answers=("30 days",), article_ids=("kb-returns",),
+                      changes_after_update=False, updated_answers=(), updated_article_ids=()),
+]
+
+
+def test_scores_count_accuracy_citations_validity_and_handoffs():
+    knowledge = [
+        _answer("k1", prompts.answer_json("It is $4.99 for you. Stay bright!", ["kb-plus"]), ["kb-plus", "kb-pro"]),
+        _answer("k2", "Returns take 14 days.", ["kb-returns"]),     # prose, wrong; cites retrieved article
+    ]
+    unanswerable = [_answer("u1", prompts.answer_json(prompts.HANDOFF_ANSWER, [], True)),
+                    _answer("u2", "The CEO is Ada.")]
+    s = systems.score("x", knowledge, QUESTIONS, unanswerable).summary()
+    assert s["knowledge_accuracy"] == 0.5
+    assert s["citation_accuracy"] == 1.0          # both report a gold article that was retrieved
+    assert s["schema_validity"] == 0.5            # 2 of 4 replies are schema JSON
+    assert s["refusal_accuracy"] == 0.5
+    assert s["prompt_tokens"] == 100
+
+
+def test_after_update_uses_the_updated_gold():
+    old = [_answer("k1", "It is $4.99.")]
+    assert systems.score("x", old, QUESTIONS).summary()["knowledge_accuracy"] == 1.0
+    assert systems.score("x", old, QUESTIONS, after_update=True).summary()["knowledge_accuracy"] == 0.0
+
+
+def test_invented_sources_do_not_count_as_citations():
+    no_retrieval = _answer("k1", prompts.answer_json("It is $4.99.", ["kb-plus"]))
+    assert not systems.cites_gold(no_retrieval, ["kb-plus"])
+
+
+def test_prose_handoff_is_recognised():
+    assert systems.is_handoff(_answer("u", "I'm not sure, let me pass you to a teammate."))
+    assert not systems.is_handoff(_answer("u", "It costs $10."))
+
+
+@dataclass
+class _Profile:
+    eval_knowledge_limit: int | None
+    eval_unanswerable_limit: int | None
+
+
+def test_evaluation_subset_is_fixed_and_keeps_changed_questions():
+    from ftrag import data
+
+    course = data.load_all()
+    k, u = systems.evaluation_questions(course, _Profile(32, 10))
+    assert len(k) == 32 and len(u) == 10 and len({q.id for q in k}) == 32
+    assert sum(q.changes_after_update for q in k) >= 16  # half forced in, more may be picked
+    assert [q.id for q in k] == [q.id for q in systems.evaluation_questions(course, _Profile(32, 10))[0]]
+    k_all, u_all = systems.evaluation_questions(course, _Profile(None, None))
+    assert len(k_all) == len(course.knowledge) and len(u_all) == len(course.unanswerable)
