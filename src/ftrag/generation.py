@@ -74,7 +74,8 @@ class Generator:
                 for line in path.read_text(encoding="utf-8").splitlines():
                     try:
                         row = json.loads(line)
-                        self._cache[row.pop("key")] = Generation(**row)
+                        key = row.pop("key")  # before Generation(**row), which takes no key
+                        self._cache[key] = Generation(**row)
                     except (ValueError, TypeError):
                         continue  # a torn line from an interrupted run: that reply is generated again
         return self._cache
@@ -112,8 +113,7 @@ class Generator:
         pad_id = self.tokenizer.pad_token_id
         bar = tqdm(total=len(encoded), desc=desc or "generating", disable=not progress or not encoded,
                    leave=False)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
+        for batch in self._batches(order, encoded):
             width = max(len(encoded[i]) for i in batch)
             input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -135,6 +135,20 @@ class Generator:
             bar.update(len(batch))
         bar.close()
         return [results[i] for i in range(len(encoded))]
+
+    def _batches(self, order: list[int], encoded: list[list[int]]):
+        """Consecutive groups of at most ``batch_size`` prompts and at most ``batch_size * 512``
+        padded tokens: long prompts (a stuffed context) go in smaller batches, because attention
+        memory grows with batch x length squared and a CPU slows to a crawl beyond that."""
+        budget = self.batch_size * 512
+        batch: list[int] = []
+        for i in order:  # sorted by length, so the last one added is the widest
+            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * len(encoded[i]) > budget):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
 
     def answer(self, messages: Sequence[dict[str, str]], **kwargs) -> Generation:
         return self.generate([messages], progress=False, **kwargs)[0]

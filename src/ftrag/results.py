@@ -55,3 +55,48 @@ def load(lab: str) -> dict[str, Any]:
         return json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
         raise CourseError(f"{path} is not valid JSON ({exc}); delete it and re-run the {lab} lab.") from exc
+
+
+# --------------------------------------------------------------------------- run timings
+
+TIMINGS = "timings"
+
+
+def update_timings(**values: float) -> Path:
+    """Merge measured run figures (seconds, GB) into ``timings.json``; the test run writes each
+    lab's wall time there and each lab its kernel's peak memory. The instructor notes quote it."""
+    path = results_dir() / f"{TIMINGS}.json"
+    try:
+        current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    except ValueError:
+        current = {}
+    current.update(_clean(values))
+    current["_saved"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    path.write_text(json.dumps(current, indent=2, sort_keys=True), encoding="utf-8")
+    return path
+
+
+def load_timings() -> dict[str, Any]:
+    path = results_dir() / f"{TIMINGS}.json"
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return {}
+
+
+def peak_memory_gb() -> float:
+    """Peak resident memory of this process so far (the lab's kernel), in GB."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1e9 if sys.platform == "darwin" else 1e6)  # bytes on macOS, KiB on Linux
+
+
+def record_lab_memory(lab: str) -> float:
+    """Store and return this kernel's peak memory as ``<lab>_peak_gb`` (call in a lab's last cell)."""
+    peak = peak_memory_gb()
+    update_timings(**{f"{lab}_peak_gb": peak})
+    return peak

@@ -1,0 +1,38 @@
+import json
+import math
+
+import pytest
+
+from ftrag import results
+from ftrag.errors import CourseError
+
+
+@pytest.fixture(autouse=True)
+def _results_in_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("FTRAG_RESULTS_DIR", str(tmp_path))
+
+
+def test_save_and_load_round_trip_with_stamp():
+    results.save("rag", {"rag_hit_at_5": 0.97, "rag_chunk_size": 128}, profile="cpu")
+    loaded = results.load("rag")
+    assert loaded["rag_hit_at_5"] == 0.97 and loaded["_profile"] == "cpu"
+
+
+def test_nan_is_stored_as_null_not_as_invalid_json(tmp_path):
+    path = results.save("comparison", {"cmp_base_update_seconds": math.nan}, profile="cpu")
+    assert json.loads(path.read_text())["cmp_base_update_seconds"] is None
+
+
+def test_unknown_lab_and_missing_results_name_the_fix():
+    with pytest.raises(CourseError, match="Unknown results name"):
+        results.save("nope", {}, profile="cpu")
+    with pytest.raises(CourseError, match="Run the lab"):
+        results.load("qlora")
+
+
+def test_timings_merge():
+    results.update_timings(lab_01_rag_seconds=100.0)
+    results.update_timings(lab_01_rag_peak_gb=1.5)
+    timings = results.load_timings()
+    assert timings["lab_01_rag_seconds"] == 100.0 and timings["lab_01_rag_peak_gb"] == 1.5
+    assert 0 < results.peak_memory_gb() < 100
