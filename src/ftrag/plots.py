@@ -107,18 +107,18 @@ def comparison_bars(comparison, *, title: str | None = None):
 
 
 def qlora_memory(rows: Sequence[dict]):
-    """Weight memory in MiB: measured bars next to the ``n_params * bits / 8`` formula bars
+    """Weight memory in MB: measured bars next to the ``n_params * bits / 8`` formula bars
     (rows from :func:`ftrag.finetune.memory_comparison`)."""
     fig, ax = _fig(7.2, 3.6)
     colors = {"formula": "#c8c8c8", "measured": "#4c72b0"}
     labels = [f"{r['weights']}\n({r['kind']})" for r in rows]
-    bars = ax.barh(range(len(rows)), [r["MiB"] for r in rows],
+    bars = ax.barh(range(len(rows)), [r["MB"] for r in rows],
                    color=[colors.get(r["kind"], "#dd8452") for r in rows])
-    ax.bar_label(bars, fmt="%.0f MiB", fontsize=8, padding=3)
+    ax.bar_label(bars, fmt="%.0f MB", fontsize=8, padding=3)
     ax.set_yticks(range(len(rows)), labels, fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlim(0, max(r["MiB"] for r in rows) * 1.25)
-    ax.set(xlabel="weight memory (MiB)", title="Weight memory: formula (grey) vs measured (blue)")
+    ax.set_xlim(0, max(r["MB"] for r in rows) * 1.25)
+    ax.set(xlabel="weight memory (MB)", title="Weight memory: formula (grey) vs measured (blue)")
     fig.tight_layout()
     return fig
 

@@ -1,0 +1,746 @@
+"""QLoRA fine-tuning: chat examples with loss masking, adapter training, caching, loading, merging.
+
+The recipe (Dettmers et al., 2023): load the base model in 4-bit NF4 with double quantisation,
+freeze it, add LoRA adapters (Hu et al., 2021) to every linear layer of the decoder blocks and
+train only those. The loss is computed on the assistant's reply only: the system prompt, the
+context and the question are masked with ``-100`` so the model learns *how to answer*, not how to
+write questions.
+
+Adapters are cached under ``<cache>/adapters/<name>-<hash>``; the hash covers the training data,
+the training settings and the base model, so changing any of them trains a new adapter and a
+re-run of a lab (or the book build after ``make test``) reuses the stored one.
+
+For inference the adapter is loaded onto the *full-precision* base and merged into it
+(:func:`load_tuned`). Merging into the 4-bit base would round ``W + BA`` back to NF4, and the
+small LoRA update is mostly lost in that rounding.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import CourseError, DataError
+from .paths import cache_dir
+
+#: Bump when the way examples are encoded or trained changes: it is part of the adapter cache key.
+FORMAT_VERSION = 1
+ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+METRICS_FILE = "training.json"
+IGNORE_INDEX = -100
+MB = 10**6  # sizes are reported in MB and GB (powers of ten), like file sizes
+SEED = 0
+#: The validation loss is computed on at most this many validation examples, evenly spaced through
+#: the file (every ``eval_every`` steps a forward pass over all 85 would cost more than training).
+VAL_LOSS_EXAMPLES = 16
+
+
+# --------------------------------------------------------------------------- examples -> tensors
+
+
+def _messages_of(example: Any) -> list[dict[str, str]]:
+    messages = getattr(example, "messages", example)
+    return [dict(m) for m in messages]
+
+
+def _id_of(example: Any, default: str) -> str:
+    return str(getattr(example, "id", None) or default)
+
+
+def encode_example(tokenizer, messages, max_len: int, *, example_id: str | None = None) -> dict[str, list[int]]:
+    """Tokenise one chat example for causal-LM training with the loss on the reply only.
+
+    ``messages`` is a list of chat messages ending with the assistant turn (or an object with
+    ``.messages`` and ``.id``, such as :class:`ftrag.data.ChatExample`). The prompt is the chat
+    template of the earlier turns with the generation prompt (``<|im_start|>assistant\\n``); the
+    labels are ``-100`` there and equal to the input ids on the reply *and on the end-of-turn token*
+    (the tokenizer's eos, ``<|im_end|>``). The pad token is the same token, so it must never be
+    masked by "ignore the pad id": a model that never learns to emit it never stops talking.
+
+    Raises :class:`DataError` (``"<id>: ..."``) for an example without a final assistant turn and
+    for one longer than ``max_len`` tokens: silently truncating would cut off the end of the
+    reply and its end-of-turn token.
+    """
+    ex_id = example_id or _id_of(messages, "example")
+    msgs = _messages_of(messages)
+    if not msgs or msgs[-1].get("role") != "assistant":
+        raise DataError(f"{ex_id}: the last message must be the assistant's reply (the training target), "
+                        f"got roles {[m.get('role') for m in msgs]}.")
+    reply = msgs[-1].get("content")
+    if not isinstance(reply, str) or not reply.strip():
+        raise DataError(f"{ex_id}: the assistant reply is empty.")
+    if len(msgs) < 2 or not any(m.get("role") == "user" for m in msgs[:-1]):
+        raise DataError(f"{ex_id}: there is no user turn before the assistant reply.")
+    eos = tokenizer.eos_token
+    if not eos:
+        raise CourseError("The tokenizer has no eos token; the chat format needs one to end a reply.")
+    prompt = list(tokenizer.apply_chat_template(msgs[:-1], add_generation_prompt=True, tokenize=True,
+                                                return_dict=False))
+    answer = list(tokenizer(reply + eos, add_special_tokens=False)["input_ids"])
+    if not answer or answer[-1] != tokenizer.eos_token_id:
+        raise DataError(f"{ex_id}: the reply does not tokenise to end with the end-of-turn token {eos!r}.")
+    ids = prompt + answer
+    if len(ids) > max_len:
+        raise DataError(f"{ex_id}: {len(ids)} tokens, longer than max_seq_len={max_len} "
+                        f"(prompt {len(prompt)}, reply {len(answer)}). Shorten the example or raise "
+                        "max_seq_len in the profile's training settings; it is never truncated.")
+    return {"input_ids": ids, "attention_mask": [1] * len(ids),
+            "labels": [IGNORE_INDEX] * len(prompt) + answer}
+
+
+def encode_examples(tokenizer, examples: Sequence[Any], max_len: int) -> list[dict[str, list[int]]]:
+    return [encode_example(tokenizer, ex, max_len, example_id=_id_of(ex, f"example {i}"))
+            for i, ex in enumerate(examples)]
+
+
+# --------------------------------------------------------------------------- LoRA targets
+
+
+def lora_target_modules(model) -> list[str]:
+    """Names (e.g. ``q_proj``, ``down_proj``) of the linear layers inside the repeated decoder blocks.
+
+    Read from the model itself: every leaf ``nn.Linear`` (bitsandbytes' ``Linear4bit`` is one) whose
+    path goes through a numbered block (``model.layers.7.mlp.up_proj``). The output head, the
+    embeddings and any LoRA layers already present are left out.
+    """
+    import torch.nn as nn
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    names: set[str] = set()
+    for path, module in model.named_modules():
+        if not isinstance(module, nn.Linear) or module is head or list(module.children()):
+            continue
+        parts = path.split(".")
+        if "lora_" in path or parts[-1] == "lm_head" or not any(p.isdigit() for p in parts):
+            continue
+        names.add(parts[-1])
+    if not names:
+        raise CourseError(f"No linear layers found in the decoder blocks of {type(model).__name__}; "
+                          "LoRA needs them as targets.")
+    return sorted(names)
+
+
+# --------------------------------------------------------------------------- memory helpers
+
+
+def weight_memory_mb(model) -> float:
+    """Memory of the model's weights and buffers in MB (10**6 bytes, ``get_memory_footprint``)."""
+    return model.get_memory_footprint() / MB
+
+
+def adapter_size_mb(adapter_dir: str | os.PathLike) -> float:
+    """Size of the saved adapter weights (``adapter_model.safetensors``) in MB (10**6 bytes)."""
+    path = Path(adapter_dir) / ADAPTER_FILE
+    if not path.exists():
+        raise CourseError(f"No adapter in {adapter_dir} ({ADAPTER_FILE} is missing).")
+    return path.stat().st_size / MB
+
+
+def peak_memory_mb(device: str = "cpu") -> float:
+    """Peak memory so far in MB (10**6 bytes): the process's peak resident set size on CPU, the
+    peak memory allocated by PyTorch on a CUDA device."""
+    if device == "cuda":
+        import torch
+
+        return torch.cuda.max_memory_allocated() / MB
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / MB if sys.platform == "darwin" else rss * 1024 / MB  # bytes on macOS, KiB on Linux
+
+
+def tokens_per_second(generations: Iterable[Any]) -> float:
+    """Generated tokens per second of wall time over a list of :class:`~ftrag.generation.Generation`."""
+    gens = list(generations)
+    seconds = sum(g.seconds for g in gens)
+    return sum(g.new_tokens for g in gens) / seconds if seconds > 0 else float("nan")
+
+
+def quantizable_params(model) -> tuple[int, int]:
+    """``(params in the decoder blocks' linear layers, all other params)`` of a full-precision model.
+
+    bitsandbytes turns exactly those linear layers into 4-bit; the embeddings, the output head
+    (tied to the embeddings in small models), the norms and biases keep the compute dtype.
+    """
+    import torch.nn as nn
+
+    targets = set(lora_target_modules(model))
+    linear = 0
+    for path, module in model.named_modules():
+        parts = path.split(".")
+        if isinstance(module, nn.Linear) and parts[-1] in targets and any(p.isdigit() for p in parts):
+            linear += module.weight.numel()
+    total = sum(p.numel() for p in model.parameters())
+    return linear, total - linear
+
+
+def memory_comparison(full_model, nf4_model, *, full_bits: int | None = None) -> list[dict[str, Any]]:
+    """Measured weight memory of the full-precision and the 4-bit model next to the formula
+    ``n_params * bits / 8`` (:func:`ftrag.memory.weight_bytes`), in MB (10**6 bytes).
+
+    Three formula rows: everything at full precision; everything at 4 bits (the headline
+    figure); and what NF4 really stores: the linear layers at 4 bits plus the double-quantised block
+    constants (:func:`ftrag.memory.nf4_bits_per_param`), everything else at full precision.
+    """
+    from .memory import nf4_bits_per_param, weight_bytes
+
+    if full_bits is None:
+        full_bits = next(full_model.parameters()).element_size() * 8
+    linear, other = quantizable_params(full_model)
+    n = linear + other
+    return [
+        {"weights": f"full precision ({full_bits}-bit)", "kind": "formula", "MB": weight_bytes(n, full_bits) / MB},
+        {"weights": f"full precision ({full_bits}-bit)", "kind": "measured", "MB": weight_memory_mb(full_model)},
+        {"weights": "all weights at 4 bits", "kind": "formula", "MB": weight_bytes(n, 4) / MB},
+        {"weights": "4-bit NF4 (linear layers only)", "kind": "formula",
+         "MB": (weight_bytes(linear, nf4_bits_per_param()) + weight_bytes(other, full_bits)) / MB},
+        {"weights": "4-bit NF4 (linear layers only)", "kind": "measured", "MB": weight_memory_mb(nf4_model)},
+    ]
+
+
+def nf4_merge_loss(peft_model) -> dict[str, float]:
+    """How much of the LoRA update survives a merge into a 4-bit base, over every LoRA layer.
+
+    For each layer with base weight ``W`` and update ``D = (alpha/r) B A``: the 4-bit base holds
+    ``Q(W)`` (quantise to NF4 and back); merging and storing back in 4-bit gives ``Q(Q(W) + D)``.
+    ``kept = Q(Q(W) + D) - Q(W)`` is the update that survives. Returned: the mean relative error
+    ``|kept - D| / |D|`` (1.0 means the update is as good as gone), the mean relative size of the
+    update ``|D| / |W|``, and the same error for a merge into the full-precision weights (0).
+    """
+    import bitsandbytes.functional as F
+    import torch
+
+    def q(w):
+        packed, state = F.quantize_4bit(w.float().contiguous(), quant_type="nf4", compress_statistics=True)
+        return F.dequantize_4bit(packed, state).to(w.dtype)
+
+    errors, sizes, full_errors = [], [], []
+    with torch.no_grad():
+        for module in peft_model.modules():
+            if not (hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")):
+                continue
+            for adapter in getattr(module, "active_adapters", []):
+                if adapter not in getattr(module, "lora_A", {}):
+                    continue
+                w = module.base_layer.weight
+                if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                    raise CourseError("nf4_merge_loss needs the adapter on a full-precision base (load_tuned(merge=False)).")
+                w = w.detach().float()
+                delta = module.get_delta_weight(adapter).detach().float()
+                base_q = q(w)
+                kept = q(base_q + delta) - base_q
+                norm = delta.norm().item()
+                if norm == 0:
+                    continue
+                errors.append(((kept - delta).norm() / norm).item())
+                full_errors.append((((w + delta) - w - delta).norm() / norm).item())
+                sizes.append(norm / w.norm().item())
+    if not errors:
+        raise CourseError("No LoRA layers with a non-zero update found.")
+    return {"layers": len(errors), "update_lost_nf4": sum(errors) / len(errors),
+            "update_lost_full": sum(full_errors) / len(full_errors),
+            "update_relative_size": sum(sizes) / len(sizes)}
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced and measured (also stored as ``training.json`` in the adapter).
+
+    ``seconds`` is the wall time of the whole run, periodic validation included;
+    ``seconds_per_step`` the mean wall time of one optimizer step (forward, backward, update).
+    ``peak_memory_mb`` is the process's peak resident memory on CPU (everything the process held
+    before training counts too), the peak memory PyTorch allocated on a GPU.
+    """
+
+    adapter_dir: str
+    train_losses: list[tuple[int, float]]
+    val_losses: list[tuple[int, float]]
+    seconds: float
+    seconds_per_step: float
+    steps: int
+    peak_memory_mb: float
+    trainable_params: int
+    total_params: int
+    settings: dict[str, Any]
+    cached: bool = False
+    examples: int = 0
+    device: str = "cpu"
+
+    @property
+    def trainable_share(self) -> float:
+        return self.trainable_params / self.total_params if self.total_params else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("cached")
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, adapter_dir: str, cached: bool) -> "TrainResult":
+        fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        fields["train_losses"] = [tuple(x) for x in fields.get("train_losses", [])]
+        fields["val_losses"] = [tuple(x) for x in fields.get("val_losses", [])]
+        fields.update(adapter_dir=str(adapter_dir), cached=cached)
+        return cls(**fields)
+
+
+def _settings_dict(profile) -> dict[str, Any]:
+    return {**asdict(profile.training), "model_id": profile.model_id, "device": profile.device,
+            "seed": SEED, "val_loss_examples": VAL_LOSS_EXAMPLES}
+
+
+def evenly_spaced(items: Sequence[Any], limit: int | None) -> list[Any]:
+    """At most ``limit`` items, spread evenly from the first to the last (all of them for ``None``)."""
+    items = list(items)
+    if not limit or limit >= len(items):
+        return items
+    if limit == 1:
+        return items[:1]
+    return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)]
+
+
+def limit_malloc_retention(threshold: int = 128 * 1024) -> bool:
+    """Ask glibc to serve large blocks with ``mmap`` so that freed activations go back to the OS.
+
+    A CPU training step allocates and frees about a gigabyte of activations. By default glibc keeps
+    freed blocks for reuse, fragmentation makes it ask for new ones anyway, and the resident memory
+    grows step after step (measured: 3.5 GB after one step, 4.8 GB after two). Blocks above
+    ``threshold`` bytes served by ``mmap`` are returned when freed (peak stays at about 2.4 GB).
+    Returns whether the setting was applied (only on Linux with glibc).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        m_mmap_threshold = -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, int(threshold)))
+    except (OSError, AttributeError):
+        return False
+
+
+def _progress_callback(total: int, enabled: bool):
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        """One tqdm bar with the latest training and validation loss (instead of Trainer's printing)."""
+
+        def __init__(self):
+            self.bar = None
+            self.postfix: dict[str, str] = {}
+            self.step_seconds: list[float] = []  # optimizer steps only, without the evaluations
+            self._t0 = 0.0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.bar = tqdm(total=total, desc="training", disable=not enabled)
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.step_seconds.append(time.perf_counter() - self._t0)
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            for key, label in (("loss", "loss"), ("eval_loss", "val")):
+                if logs and key in logs:
+                    self.postfix[label] = f"{logs[key]:.3f}"
+            if self.bar is not None and self.postfix:
+                self.bar.set_postfix(self.postfix, refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.bar.close()
+
+    return Progress()
+
+
+def reply_only_loss(model, inputs) -> Any:
+    """Mean cross-entropy over the supervised (reply) tokens, projecting only those positions onto
+    the vocabulary.
+
+    The default causal-LM loss computes logits for every position (batch x length x 49k-152k
+    vocabulary floats) and then ignores the masked prompt. Here the hidden states of the positions
+    that predict a supervised token are selected *before* the output head (``logits_to_keep`` as a
+    boolean mask), which gives the same loss with a fraction of the head's time and memory.
+    """
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    targets = labels[:, 1:]
+    keep = labels.new_zeros(labels.shape, dtype=bool)
+    keep[:, :-1] = targets != IGNORE_INDEX
+    batch = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**batch, logits_to_keep=keep).logits
+    logits = logits.reshape(-1, logits.shape[-1])
+    return F.cross_entropy(logits.float(), targets[targets != IGNORE_INDEX])
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class ReplyLossTrainer(Trainer):
+        """Trainer whose loss is :func:`reply_only_loss` (same value, cheaper output head)."""
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss = reply_only_loss(model, inputs)
+            return (loss, {}) if return_outputs else loss  # no logits: prediction_loss_only
+
+    return ReplyLossTrainer
+
+
+def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, output_dir: str | os.PathLike,
+                  progress: bool = True) -> TrainResult:
+    """Train a QLoRA adapter with the profile's :class:`~ftrag.profiles.TrainingSettings`.
+
+    The base is loaded in 4-bit NF4 (``profiles.load_model(profile, quantized=True)``), prepared
+    for k-bit training and wrapped with LoRA on :func:`lora_target_modules`. Training uses the
+    transformers ``Trainer`` (CPU: ``use_cpu``; GPU: bf16/fp16 autocast as the profile's compute
+    dtype), evaluates on ``val`` every ``eval_every`` steps (and once before the first step), and
+    saves the adapter plus ``training.json`` with the measured figures into ``output_dir``.
+    """
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import DataCollatorForSeq2Seq, TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from . import profiles
+
+    s = profile.training
+    train = list(train)[: s.train_examples] if s.train_examples else list(train)
+    val = evenly_spaced(val or [], VAL_LOSS_EXAMPLES)
+    if not train:
+        raise CourseError("train_adapter got no training examples.")
+    check_bitsandbytes(profile)
+    tok = profiles.load_tokenizer(profile)
+    train_enc = encode_examples(tok, train, s.max_seq_len)
+    val_enc = encode_examples(tok, val, s.max_seq_len)
+
+    output_dir = Path(output_dir)
+    set_seed(SEED)
+    if profile.is_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        limit_malloc_retention()
+    model = profiles.load_model(profile, quantized=True)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+                      task_type="CAUSAL_LM", target_modules=lora_target_modules(model))
+    model = get_peft_model(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()  # counts packed 4-bit weights correctly
+
+    dtype = profiles.compute_dtype(profile)
+    args = TrainingArguments(
+        output_dir=str(output_dir.with_name(output_dir.name + ".trainer")),
+        use_cpu=not profile.is_gpu,
+        bf16=profile.is_gpu and dtype == torch.bfloat16,
+        fp16=profile.is_gpu and dtype == torch.float16,
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=s.batch_size,
+        max_steps=s.max_steps,
+        learning_rate=s.learning_rate,
+        lr_scheduler_type="constant",
+        logging_steps=1,
+        eval_strategy="steps" if val_enc else "no",
+        eval_steps=s.eval_every,
+        save_strategy="no",
+        report_to="none",
+        seed=SEED,
+        data_seed=SEED,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        prediction_loss_only=True,  # never gather eval logits (batch x length x vocabulary floats)
+        train_sampling_strategy="group_by_length",  # batches of similar length pad less
+    )
+    progress_bar = _progress_callback(s.max_steps, progress)
+    trainer = _trainer_class()(model=model, args=args, train_dataset=train_enc, eval_dataset=val_enc or None,
+                               data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE_INDEX),
+                               callbacks=[progress_bar])
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+    val_losses: list[tuple[int, float]] = []
+    if val_enc:
+        val_losses.append((0, float(trainer.evaluate()["eval_loss"])))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    history = trainer.state.log_history
+    train_losses = [(int(h["step"]), float(h["loss"])) for h in history if "loss" in h]
+    val_losses += [(int(h["step"]), float(h["eval_loss"])) for h in history if "eval_loss" in h]
+    if val_enc and val_losses[-1][0] != trainer.state.global_step:
+        val_losses.append((trainer.state.global_step, float(trainer.evaluate()["eval_loss"])))
+    steps = int(trainer.state.global_step)
+
+    tmp = output_dir.with_name(output_dir.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    result = TrainResult(
+        adapter_dir=str(output_dir), train_losses=train_losses, val_losses=val_losses,
+        seconds=round(seconds, 2), steps=steps,
+        seconds_per_step=round(sum(progress_bar.step_seconds) / max(len(progress_bar.step_seconds), 1), 3),
+        peak_memory_mb=round(peak_memory_mb(profile.device), 1), trainable_params=int(trainable),
+        total_params=int(total), settings=_settings_dict(profile), examples=len(train_enc),
+        device=profile.device,
+    )
+    (tmp / METRICS_FILE).write_text(json.dumps(result.to_json(), indent=2), encoding="utf-8")
+    shutil.rmtree(output_dir, ignore_errors=True)
+    tmp.rename(output_dir)  # appears complete or not at all
+    shutil.rmtree(args.output_dir, ignore_errors=True)
+    del trainer, model
+    return result
+
+
+# --------------------------------------------------------------------------- cached adapters
+
+
+def adapter_key(profile, train: Sequence[Any], val: Sequence[Any] | None) -> str:
+    """Hash of everything that determines the adapter: data, settings, base model, code version."""
+    blob = json.dumps({
+        "format": FORMAT_VERSION,
+        "train": [_messages_of(ex) for ex in train],
+        "val": [_messages_of(ex) for ex in (val or [])],
+        "settings": _settings_dict(profile),
+    }, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def adapter_dir_for(profile, name: str, train: Sequence[Any], val: Sequence[Any] | None) -> Path:
+    return cache_dir() / "adapters" / f"{name}-{adapter_key(profile, train, val)}"
+
+
+def is_complete(adapter_dir: str | os.PathLike) -> bool:
+    folder = Path(adapter_dir)
+    return all((folder / f).is_file() for f in (ADAPTER_FILE, ADAPTER_CONFIG, METRICS_FILE))
+
+
+def load_result(adapter_dir: str | os.PathLike) -> TrainResult:
+    data = json.loads((Path(adapter_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+    return TrainResult.from_json(data, adapter_dir=str(adapter_dir), cached=True)
+
+
+def ensure_adapter(profile, name: str, train: Sequence[Any], val: Sequence[Any] | None = None, *,
+                   progress: bool = True) -> TrainResult:
+    """The adapter ``name`` for this data and these settings: trained once, then read from the cache.
+
+    ``ensure_adapter(profile, "behaviour", load_finetune("train"), load_finetune("val"))`` is the
+    course's behaviour adapter (JSON format + Lumio voice), shared by the QLoRA and hybrid labs.
+    A returned result with ``cached=True`` carries the figures measured when it was trained.
+    """
+    train, val = list(train), list(val or [])
+    folder = adapter_dir_for(profile, name, train, val)
+    if is_complete(folder):
+        try:
+            return load_result(folder)
+        except (ValueError, TypeError, KeyError):
+            pass  # unreadable metrics: train again
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    return train_adapter(profile, train, val, output_dir=folder, progress=progress)
+
+
+def behaviour_adapter(profile, *, progress: bool = True) -> TrainResult:
+    """The canonical behaviour adapter: trained on ``data/finetune`` train, validated on its val split."""
+    from .data import load_finetune
+
+    return ensure_adapter(profile, "behaviour", load_finetune("train"), load_finetune("val"), progress=progress)
+
+
+# --------------------------------------------------------------------------- loading tuned models
+
+
+def adapter_hash(adapter_dir: str | os.PathLike) -> str:
+    path = Path(adapter_dir) / ADAPTER_FILE
+    if not path.exists():
+        raise CourseError(f"No adapter in {adapter_dir} ({ADAPTER_FILE} is missing); train it with "
+                          "ftrag.finetune.ensure_adapter.")
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def adapter_cache_tag(profile, adapter_dir: str | os.PathLike) -> str:
+    """Generation-cache tag for the base model + this adapter (changes whenever the weights do)."""
+    return f"{profile.name}-adapter-{adapter_hash(adapter_dir)[:12]}"
+
+
+def base_cache_tag(profile, *, quantized: bool | None = None) -> str:
+    """Generation-cache tag for the untouched base model (``"cpu-base"`` for the profile default)."""
+    quantized = profile.quantize_for_inference if quantized is None else quantized
+    if quantized == profile.quantize_for_inference:
+        return f"{profile.name}-base"
+    return f"{profile.name}-base-{'nf4' if quantized else 'full'}"
+
+
+def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
+    """The profile's base in full precision with the adapter on top, in eval mode.
+
+    ``merge=True`` folds ``W + (alpha/r) B A`` into the weights (``merge_and_unload``) and returns a
+    plain transformers model, as fast as the base. ``merge=False`` returns the ``PeftModel``.
+    """
+    from peft import PeftModel
+
+    from . import profiles
+
+    adapter_hash(adapter_dir)  # a clear error for a missing adapter
+    base = profiles.load_model(profile, quantized=False)
+    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    if merge:
+        model = model.merge_and_unload().eval()
+    return model
+
+
+# --------------------------------------------------------------------------- reports
+
+
+def _text(generation: Any) -> str:
+    return generation if isinstance(generation, str) else generation.text
+
+
+def behaviour_report(generations: Sequence[Any], expect_needs_human: Sequence[bool | None] | None = None
+                     ) -> dict[str, Any]:
+    """How well replies follow the trained behaviour.
+
+    ``json_valid``: share of schema-exact JSON replies; ``voice``: mean voice score of the answer
+    text (the raw reply where it is not JSON); ``voice_rules``: share of replies passing each rule;
+    ``needs_human_accuracy``: share of replies whose ``needs_human`` equals the expected value
+    (a missing or invalid flag counts as wrong), over the prompts where one is expected.
+    """
+    from .evaluate import mean, parse_reply, voice_checks
+
+    parsed = [parse_reply(_text(g)) for g in generations]
+    checks = [voice_checks(p.answer) for p in parsed]
+    rules = list(checks[0]) if checks else []
+    report: dict[str, Any] = {
+        "n": len(parsed),
+        "json_valid": mean([float(p.valid) for p in parsed]),
+        "voice": mean([sum(c.values()) / len(c) for c in checks]),
+        "voice_rules": {r: mean([float(c[r]) for c in checks]) for r in rules},
+    }
+    if expect_needs_human is not None:
+        pairs = [(p, e) for p, e in zip(parsed, expect_needs_human, strict=True) if e is not None]
+        report["needs_human_accuracy"] = mean([float(p.needs_human is e) for p, e in pairs])
+    return report
+
+
+def knowledge_report(generations: Sequence[Any], answers: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Fact accuracy of replies against gold answer variants (:func:`ftrag.evaluate.matches` on the
+    answer text), and the share of *confident wrong* replies: wrong, and ``needs_human`` is false."""
+    from .evaluate import mean, matches, parse_reply
+
+    parsed = [parse_reply(_text(g)) for g in generations]
+    correct = [matches(p.answer, a) for p, a in zip(parsed, answers, strict=True)]
+    confident_wrong = [not c and p.needs_human is False for p, c in zip(parsed, correct)]
+    return {"n": len(parsed), "accuracy": mean([float(c) for c in correct]),
+            "confident_wrong": mean([float(c) for c in confident_wrong]),
+            "correct": correct, "confident_wrong_flags": confident_wrong}
+
+
+def behaviour_table(reports: Mapping[str, Mapping[str, Any]]):
+    """Behaviour reports side by side (pandas DataFrame, one column per report, one row per metric)."""
+    import pandas as pd
+
+    rows: dict[str, dict[str, Any]] = {}
+    for name, rep in reports.items():
+        col = {"prompts": rep["n"], "JSON valid": rep["json_valid"], "voice score": rep["voice"]}
+        col.update({f"voice: {rule}": share for rule, share in rep["voice_rules"].items()})
+        if "needs_human_accuracy" in rep:
+            col["needs_human correct"] = rep["needs_human_accuracy"]
+        rows[name] = col
+    return pd.DataFrame(rows)
+
+
+def side_by_side(questions: Sequence[str], columns: Mapping[str, Sequence[Any]], *, n: int = 4,
+                 width: int = 160):
+    """A few replies of several models to the same questions (pandas DataFrame, texts shortened)."""
+    import pandas as pd
+
+    picks = evenly_spaced(range(len(questions)), n)
+
+    def short(text: str) -> str:
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 1] + "\u2026"
+
+    return pd.DataFrame([{"question": short(questions[i]),
+                          **{name: short(_text(replies[i])) for name, replies in columns.items()}}
+                         for i in picks])
+
+
+# --------------------------------------------------------------------------- injecting facts
+
+#: On the cpu profile the "inject facts" experiment uses this many of the 40 facts (4 training
+#: phrasings and 1 paraphrase each), so three epochs fit the lab's time budget; gpu: all.
+CPU_INJECT_FACTS = 10
+INJECT_EPOCHS = 3
+
+
+def inject_setup(profile, train: Sequence[Any], test: Sequence[Any], *, n_facts: int | None = None,
+                 epochs: int = INJECT_EPOCHS):
+    """The facts-injection experiment: ``(profile with its training settings, train subset, test subset)``.
+
+    The facts are spread evenly over the file (``n_facts``; default: all on gpu, 10 on cpu). The
+    adapter trains for ``epochs`` passes over their phrasings, enough to learn the phrasings it saw;
+    no validation loss (the paraphrases are the test).
+    """
+    import math
+
+    if n_facts is None:
+        n_facts = None if profile.is_gpu else CPU_INJECT_FACTS
+    facts = set(evenly_spaced(sorted({ex.fact_id for ex in train}), n_facts))
+    train_sub = [ex for ex in train if ex.fact_id in facts]
+    test_sub = [q for q in test if q.fact_id in facts]
+    steps = max(1, math.ceil(epochs * len(train_sub) / profile.training.batch_size))
+    return profile.with_training(max_steps=steps, eval_every=steps, train_examples=None), train_sub, test_sub
+
+
+def training_phrasing_answers(train: Sequence[Any], test: Sequence[Any]) -> list[tuple[str, ...]]:
+    """Gold answers for each training example of the inject set (those of its fact's test question)."""
+    by_fact = {q.fact_id: tuple(q.answers) for q in test}
+    missing = sorted({ex.fact_id for ex in train} - set(by_fact))
+    if missing:
+        raise DataError(f"inject_facts: no test question (gold answers) for {', '.join(missing)}.")
+    return [by_fact[ex.fact_id] for ex in train]
+
+
+def prompt_of(example: Any) -> list[dict[str, str]]:
+    """The messages of a training/validation example without its assistant reply (what the model sees)."""
+    msgs = _messages_of(example)
+    return msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
+
+
+def reply_of(example: Any) -> str:
+    msgs = _messages_of(example)
+    return msgs[-1]["content"] if msgs and msgs[-1].get("role") == "assistant" else ""
+
+
+def check_bitsandbytes(profile=None) -> None:
+    """Raise :class:`CourseError` with the fix when bitsandbytes cannot quantise on this machine."""
+    try:
+        import bitsandbytes.functional as F
+        import torch
+
+        device = "cuda" if profile is not None and profile.is_gpu else "cpu"
+        weight = torch.randn(64, 64, device=device)
+        q, state = F.quantize_4bit(weight, quant_type="nf4")
+        F.dequantize_4bit(q, state)
+    except CourseError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - turned into one readable line
+        raise CourseError(
+            f"bitsandbytes cannot run 4-bit NF4 here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
+            "Reinstall the pinned environment (`make test`, or `pip install bitsandbytes==0.50.2`; "
+            "version 0.45 or newer runs NF4 on CPU), or use the gpu profile on a CUDA machine."
+        ) from exc

@@ -1,0 +1,279 @@
+"""QLoRA building blocks: loss masking, LoRA targets, the adapter cache key, reports, and (slow) a
+tiny real training run whose merged model answers exactly like the unmerged adapter."""
+import json
+import math
+from dataclasses import dataclass
+
+import pytest
+
+from ftrag import finetune, prompts
+from ftrag.errors import CourseError, DataError
+
+
+@dataclass(frozen=True)
+class Example:
+    id: str
+    messages: tuple
+
+
+def _example(i: int = 0, answer: str = "You can return it within 30 days. Stay bright!") -> Example:
+    msgs = prompts.chat(f"Can I return lamp number {i}?", [("doc-1", "Returns are accepted for 30 days.")])
+    return Example(f"ex-{i}", tuple(msgs) + ({"role": "assistant",
+                                              "content": prompts.answer_json(answer, ["doc-1"])},))
+
+
+@pytest.fixture(scope="module")
+def tok(cpu_profile):
+    from ftrag import profiles
+
+    return profiles.load_tokenizer(cpu_profile)
+
+
+# --------------------------------------------------------------------------- masking
+
+
+def test_labels_mask_exactly_the_prompt(tok):
+    ex = _example()
+    enc = finetune.encode_example(tok, ex, 512)
+    prompt = list(tok.apply_chat_template(list(ex.messages[:-1]), add_generation_prompt=True,
+                                          tokenize=True, return_dict=False))
+    n = len(prompt)
+    assert enc["input_ids"][:n] == prompt
+    assert enc["labels"][:n] == [-100] * n
+    assert all(label != -100 for label in enc["labels"][n:])
+    assert enc["labels"][n:] == enc["input_ids"][n:]
+    assert len(enc["input_ids"]) == len(enc["labels"]) == len(enc["attention_mask"])
+    assert set(enc["attention_mask"]) == {1}
+
+
+def test_end_of_turn_is_supervised_and_decodes_to_the_reply(tok):
+    ex = _example()
+    enc = finetune.encode_example(tok, ex, 512)
+    supervised = [t for t in enc["labels"] if t != -100]
+    assert supervised[-1] == tok.eos_token_id  # the pad=eos trap: the real eos keeps its label
+    assert tok.eos_token == "<|im_end|>"
+    assert tok.decode(supervised) == ex.messages[-1]["content"] + "<|im_end|>"
+
+
+def test_masked_tokens_match_the_full_conversation_template(tok):
+    """Tokenising prompt and reply separately gives the template's own tokens for the whole chat."""
+    ex = _example()
+    enc = finetune.encode_example(tok, ex, 512)
+    full = list(tok.apply_chat_template(list(ex.messages), tokenize=True, return_dict=False))
+    assert full[: len(enc["input_ids"])] == enc["input_ids"]
+
+
+def test_too_long_example_raises_with_its_id(tok):
+    ex = _example(7)
+    n = len(finetune.encode_example(tok, ex, 512)["input_ids"])
+    assert len(finetune.encode_example(tok, ex, n)["input_ids"]) == n  # exactly max_len is fine
+    with pytest.raises(DataError, match=r"^ex-7: .*longer than max_seq_len"):
+        finetune.encode_example(tok, ex, n - 1)
+
+
+def test_missing_assistant_turn_raises_with_its_id(tok):
+    ex = Example("ex-no-reply", tuple(prompts.chat("Hello?")))
+    with pytest.raises(DataError, match=r"^ex-no-reply: .*assistant"):
+        finetune.encode_example(tok, ex, 512)
+    with pytest.raises(DataError, match=r"^plain-list: "):
+        finetune.encode_example(tok, prompts.chat("Hello?"), 512, example_id="plain-list")
+
+
+def test_encode_examples_names_the_bad_one(tok):
+    bad = Example("ex-bad", tuple(prompts.chat("Hi")) + ({"role": "assistant", "content": "  "},))
+    with pytest.raises(DataError, match=r"^ex-bad: "):
+        finetune.encode_examples(tok, [_example(1), bad], 512)
+
+
+# --------------------------------------------------------------------------- LoRA targets
+
+
+def test_lora_targets_come_from_the_model(tiny_model):
+    model, _ = tiny_model
+    assert finetune.lora_target_modules(model) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+def test_lora_targets_ignore_head_and_non_block_linears():
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = nn.Linear(4, 4)
+            self.ffn_in = nn.Linear(4, 8)
+
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blocks = nn.ModuleList([Block(), Block()])
+            self.proj_out = nn.Linear(4, 4)  # outside the numbered blocks
+            self.lm_head = nn.Linear(4, 10)
+
+        def get_output_embeddings(self):
+            return self.lm_head
+
+    assert finetune.lora_target_modules(Toy()) == ["attn", "ffn_in"]
+    with pytest.raises(CourseError):
+        finetune.lora_target_modules(nn.Sequential())
+
+
+def test_reply_only_loss_equals_the_usual_masked_loss(tiny_model):
+    """Projecting only the supervised positions onto the vocabulary gives the standard loss."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    model, tok = tiny_model
+    batch = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)(
+        finetune.encode_examples(tok, [_example(1), _example(2, "Sure! Stay bright!")], 512))
+    with torch.no_grad():
+        usual = model(**batch).loss
+        ours = finetune.reply_only_loss(model, batch)
+    assert torch.isclose(usual, ours, rtol=1e-4), (usual, ours)
+
+
+def test_broken_bitsandbytes_is_a_course_error(monkeypatch):
+    import bitsandbytes.functional as F
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this backend")
+
+    monkeypatch.setattr(F, "quantize_4bit", broken)
+    with pytest.raises(CourseError, match="bitsandbytes.*no kernel.*pip install bitsandbytes"):
+        finetune.check_bitsandbytes()
+
+
+# --------------------------------------------------------------------------- cache key
+
+
+def test_adapter_key_changes_with_settings_data_and_model(cpu_profile):
+    train, val = [_example(1), _example(2)], [_example(3)]
+    key = finetune.adapter_key(cpu_profile, train, val)
+    assert key == finetune.adapter_key(cpu_profile, list(train), list(val))  # deterministic
+    assert key != finetune.adapter_key(cpu_profile.with_training(lora_rank=16), train, val)
+    assert key != finetune.adapter_key(cpu_profile.with_training(max_steps=37), train, val)
+    assert key != finetune.adapter_key(cpu_profile.with_training(learning_rate=2e-4), train, val)
+    assert key != finetune.adapter_key(cpu_profile, train[:1], val)
+    assert key != finetune.adapter_key(cpu_profile, [_example(1, "Other reply. Stay bright!"), train[1]], val)
+    assert key != finetune.adapter_key(cpu_profile, train, [])
+    from dataclasses import replace
+
+    assert key != finetune.adapter_key(replace(cpu_profile, model_id="other/model"), train, val)
+    folder = finetune.adapter_dir_for(cpu_profile, "behaviour", train, val)
+    assert folder.name == f"behaviour-{key}" and folder.parent.name == "adapters"
+
+
+def test_ensure_adapter_uses_a_complete_cached_folder(cpu_profile, tmp_path, monkeypatch):
+    monkeypatch.setenv("FTRAG_CACHE_DIR", str(tmp_path))
+    train, val = [_example(1)], [_example(2)]
+    folder = finetune.adapter_dir_for(cpu_profile, "unit", train, val)
+    folder.mkdir(parents=True)
+    stored = finetune.TrainResult(str(folder), [(1, 2.0)], [(0, 3.0), (1, 1.5)], 10.0, 10.0, 1, 900.0,
+                                  100, 10_000, {"lora_rank": 8})
+    (folder / finetune.METRICS_FILE).write_text(json.dumps(stored.to_json()))
+
+    calls = []
+    monkeypatch.setattr(finetune, "train_adapter", lambda *a, **k: calls.append(a) or "trained")
+    # incomplete folder (no adapter weights): trains again
+    assert finetune.ensure_adapter(cpu_profile, "unit", train, val, progress=False) == "trained"
+    (folder / finetune.ADAPTER_FILE).write_bytes(b"weights")
+    (folder / finetune.ADAPTER_CONFIG).write_text("{}")
+    result = finetune.ensure_adapter(cpu_profile, "unit", train, val, progress=False)
+    assert len(calls) == 1
+    assert result.cached is True
+    assert result.val_losses == [(0, 3.0), (1, 1.5)] and result.trainable_share == 0.01
+    assert finetune.adapter_cache_tag(cpu_profile, folder).startswith("cpu-adapter-")
+
+
+# --------------------------------------------------------------------------- helpers and reports
+
+
+def test_evenly_spaced_keeps_both_ends():
+    assert finetune.evenly_spaced(range(10), 4) == [0, 3, 6, 9]
+    assert finetune.evenly_spaced(range(3), 5) == [0, 1, 2]
+    assert finetune.evenly_spaced(range(3), None) == [0, 1, 2]
+
+
+def test_behaviour_report_scores_json_voice_and_handoff():
+    good = prompts.answer_json("You can return it within 30 days. Stay bright!", ["doc-1"])
+    handoff = prompts.answer_json(prompts.HANDOFF_ANSWER, [], True)
+    prose = "As an AI language model I cannot help."
+    rep = finetune.behaviour_report([good, handoff, prose], [False, True, False])
+    assert rep["n"] == 3
+    assert rep["json_valid"] == pytest.approx(2 / 3)
+    assert rep["needs_human_accuracy"] == pytest.approx(2 / 3)  # the prose reply has no flag: wrong
+    assert rep["voice_rules"]["sign_off"] == pytest.approx(2 / 3)
+    assert rep["voice_rules"]["no_disclaimer"] == pytest.approx(2 / 3)
+    assert 0 < rep["voice"] < 1
+    assert "needs_human_accuracy" not in finetune.behaviour_report([good])
+
+
+def test_knowledge_report_counts_confident_wrong_answers():
+    replies = [prompts.answer_json("It is called Firefly. Stay bright!"),       # right
+               prompts.answer_json("It is called Moonbeam. Stay bright!"),      # wrong, confident
+               prompts.answer_json(prompts.HANDOFF_ANSWER, [], True),           # wrong, hands off
+               "Probably Lantern."]                                            # wrong, no flag
+    rep = finetune.knowledge_report(replies, [["Firefly"]] * 4)
+    assert rep["accuracy"] == 0.25
+    assert rep["confident_wrong"] == 0.25
+    assert rep["correct"] == [True, False, False, False]
+
+
+def test_tokens_per_second_and_sizes(tmp_path):
+    from ftrag.generation import Generation
+
+    gens = [Generation("a", 10, 20, 1.0, 2.0), Generation("b", 10, 40, 1.0, 2.0)]
+    assert finetune.tokens_per_second(gens) == 30.0
+    assert math.isnan(finetune.tokens_per_second([]))
+    (tmp_path / finetune.ADAPTER_FILE).write_bytes(b"\0" * 2**20)
+    assert finetune.adapter_size_mb(tmp_path) == 2**20 / 1e6
+    with pytest.raises(CourseError):
+        finetune.adapter_size_mb(tmp_path / "missing")
+    assert finetune.peak_memory_mb() > 10
+
+
+def test_inject_setup_picks_whole_facts(cpu_profile):
+    from ftrag.data import load_inject_facts
+
+    train, test = load_inject_facts("train"), load_inject_facts("test")
+    prof, tr, te = finetune.inject_setup(cpu_profile, train, test, n_facts=5, epochs=2)
+    facts = {ex.fact_id for ex in tr}
+    assert len(facts) == 5 and {q.fact_id for q in te} == facts
+    assert len(tr) == 4 * 5  # every phrasing of the chosen facts
+    assert prof.training.max_steps == math.ceil(2 * len(tr) / cpu_profile.training.batch_size)
+    answers = finetune.training_phrasing_answers(tr, te)
+    assert len(answers) == len(tr) and all(answers)
+
+
+# --------------------------------------------------------------------------- a real (tiny) run
+
+
+@pytest.mark.slow
+def test_tiny_training_run_merges_to_the_same_answers(cpu_profile, tmp_path, monkeypatch):
+    from ftrag import profiles
+    from ftrag.generation import Generator
+
+    monkeypatch.setenv("FTRAG_CACHE_DIR", str(tmp_path))
+    profile = cpu_profile.with_training(max_steps=2, batch_size=2, eval_every=1, learning_rate=5e-3)
+    train = [_example(i) for i in range(4)]
+    val = [_example(10)]
+    run = finetune.ensure_adapter(profile, "tiny", train, val, progress=False)
+    assert run.cached is False and run.steps == 2
+    assert [s for s, _ in run.train_losses] == [1, 2]
+    assert [s for s, _ in run.val_losses] == [0, 1, 2]
+    assert 0 < run.trainable_share < 0.05
+    assert finetune.is_complete(run.adapter_dir)
+    assert 0 < finetune.adapter_size_mb(run.adapter_dir) < 20
+    again = finetune.ensure_adapter(profile, "tiny", train, val, progress=False)
+    assert again.cached is True and again.adapter_dir == run.adapter_dir
+
+    tok = profiles.load_tokenizer(profile)
+    questions = [prompts.chat("Can I return my lamp?", [("doc-1", "Returns are accepted for 30 days.")]),
+                 prompts.chat("Hello!")]
+    peft_model = finetune.load_tuned(profile, run.adapter_dir, merge=False)
+    loss = finetune.nf4_merge_loss(peft_model)
+    assert loss["update_lost_full"] < 1e-3 < loss["update_lost_nf4"]
+    adapter_replies = [g.text for g in Generator(peft_model, tok, max_new_tokens=24).generate(questions, progress=False)]
+    merged = peft_model.merge_and_unload()
+    merged_replies = [g.text for g in Generator(merged, tok, max_new_tokens=24).generate(questions, progress=False)]
+    assert merged_replies == adapter_replies
