@@ -74,5 +74,13 @@ def test_empty_article_names_the_file(configured):
         rag.build_index([_article("empty", "Empty", "   ")])
 
 
-def test_bad_chunking_cuts_more_chunks_than_sentences():
-    assert len(rag.chunk(ARTICLES, rag.BAD_CHUNKING)) > len(rag.chunk(ARTICLES, rag.ChunkSettings(128, 16)))
+def test_bad_chunking_cuts_an_article_into_more_chunks_than_sentences():
+    # long enough (about 90 tokens) that a 24-token window must cut it, short enough for one 128-token chunk
+    body = ("The Halo desk lamp has a 2-year warranty. It dims from 1 to 100% in ten steps. The arm turns "
+            "through 270 degrees and the head tilts by 90 degrees. A USB-C port in the base charges a phone "
+            "at 15 W. The lamp draws 9 W at full brightness and 0.3 W on standby. It ships in white, black "
+            "and sand.")
+    article = [_article("kb-halo", "Lumio Halo desk lamp", body)]
+    bad, good = rag.chunk(article, rag.BAD_CHUNKING), rag.chunk(article, rag.ChunkSettings(128, 16))
+    assert len(good) == 1 and len(bad) >= 3
+    assert all(node.metadata["article_id"] == "kb-halo" for node in bad)
