@@ -380,3 +380,41 @@ def test_lab_timings_broken_file_gives_none(tmp_path, monkeypatch):
     (None, "not yet measured"), (44.6, "45 s"), (200, "3 min 20 s"), (3900, "1 h 05 min")])
 def test_format_duration(seconds, text):
     assert ex.format_duration(seconds) == text
+
+
+# ---- lab 0 -----------------------------------------------------------------------------------
+def _toy_embed(text):
+    # bag of three topic words: enough to make "reset"/"factory" sentences close, the colour one far
+    words = text.lower()
+    return [words.count("reset") + words.count("factory"), words.count("colour") + words.count("white"), 1.0]
+
+
+SETUP_SENTENCES = ["How do I reset my lamp?", "Back to factory settings, please.", "It comes in white."]
+
+
+def test_check_closest_pair_right_wrong_and_bad_input():
+    assert ex.check_closest_pair(_toy_embed, SETUP_SENTENCES, (1, 0)).ok
+    wrong = ex.check_closest_pair(_toy_embed, SETUP_SENTENCES, (0, 2))
+    assert not wrong.ok and wrong.expected == (0, 1) and "0-1" in wrong.message
+    assert not ex.check_closest_pair(_toy_embed, SETUP_SENTENCES, (1, 1)).ok
+    assert not ex.check_closest_pair(_toy_embed, SETUP_SENTENCES, "zero and one").ok
+    assert not ex.check_closest_pair(_toy_embed, SETUP_SENTENCES[:2], (0, 1)).ok
+
+
+def test_check_context_share_accepts_share_or_percentage_and_hints_the_wrong_base():
+    assert ex.check_context_share(100, 400, 0.75).ok
+    assert ex.check_context_share(100, 400, "75").ok
+    wrong = ex.check_context_share(100, 400, 3.0)   # context / prompt without context
+    assert not wrong.ok and "whole prompt" in wrong.hint
+    assert not ex.check_context_share(100, 400, "most of it").ok
+    assert not ex.check_context_share(400, 100, 0.75).ok
+
+
+def test_check_gpu_prediction_matches_this_machine():
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    assert ex.check_gpu_prediction(has_gpu).ok
+    right_or_wrong = ex.check_gpu_prediction(not has_gpu)
+    assert not right_or_wrong.ok and right_or_wrong.expected == has_gpu
+    assert not ex.check_gpu_prediction("no").ok

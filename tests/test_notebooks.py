@@ -59,3 +59,26 @@ def test_labels_the_chapters_link_to_exist():
         wanted |= set(re.findall(r"\{ref\}`(?:[^`<]*<)?(lab-[\w-]+)>?`", page.read_text()))
     assert wanted, "the chapters link to no lab cell"
     assert wanted <= labels, f"chapters link to missing lab labels: {sorted(wanted - labels)}"
+
+
+def test_chapters_quote_only_results_the_labs_save():
+    """Every lab number a chapter quotes ({glue:text}`rag_...`) is saved by that lab's results cell,
+    so a renamed or dropped key fails here in a second, not at the end of the strict book build."""
+    import re
+
+    from ftrag import systems
+
+    saved_by = {"rag_": "labs/01_rag.ipynb", "ft_": "labs/02_qlora.ipynb", "inject_": "labs/02_qlora.ipynb"}
+    lab_source = {path: "".join("".join(c["source"]) for c in json.loads((REPO_ROOT / path).read_text())["cells"]
+                                if c["cell_type"] == "code") for path in set(saved_by.values())}
+    cmp_key = re.compile(r"cmp_(base|rag|finetuned|hybrid)_(%s)(_ci_low|_ci_high)?$" % "|".join(systems.METRICS))
+    missing = []
+    for page in sorted((REPO_ROOT / "chapters").glob("*.md")):
+        for key in re.findall(r"\{glue:text\}`(\w+)", page.read_text(encoding="utf-8")):
+            prefix = next((p for p in saved_by if key.startswith(p)), None)
+            if prefix and f'"{key}"' not in lab_source[saved_by[prefix]]:
+                missing.append(f"{page.name}: {key} (not saved by {saved_by[prefix]})")
+            elif key.startswith("cmp_") and not key.startswith("cmp_n_") and key not in ("cmp_model", "cmp_profile") \
+                    and not cmp_key.match(key):
+                missing.append(f"{page.name}: {key} (not a system_metric of the comparison)")
+    assert not missing, "\n".join(missing)

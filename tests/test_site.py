@@ -487,6 +487,50 @@ def test_lab_has_launch_buttons(visit, docname):
     assert f"/v2/gh/{org_repo}/{branch}" in binder[0] and binder[0].endswith(notebook), binder[0]
 
 
+_SOLUTIONS_JS = r"""
+// sphinx-togglebutton folds an admonition's body with visibility: hidden and height 0
+const shown = el => getComputedStyle(el).visibility !== 'hidden' && el.offsetHeight > 0;
+const sols = Array.from(document.querySelectorAll('.solution.dropdown'));
+const body = s => Array.from(s.children).filter(c => !c.classList.contains('admonition-title'));
+return {
+  solutions: sols.length,
+  buttons: sols.filter(s => s.querySelector('.toggle-button')).length,
+  visible: sols.filter(s => body(s).some(shown)).length,
+  with_outputs: sols.filter(s => s.querySelector('.cell_output')).length,
+  first_visible: sols.length > 0 && body(sols[0]).some(shown),
+  first_state: sols.length > 0 ? sols[0].className + ' | ' + body(sols[0]).map(
+      c => c.tagName + '.' + c.className + ':' + getComputedStyle(c).visibility + '/' + c.offsetHeight).join(', ') : '',
+};
+"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_solutions_are_hidden_until_clicked(driver, site_url, docname):
+    """Solutions are folded away on load and open on a click, on every page that has them. Every
+    lab has at least three, and they contain the executed solution code's output (CI ran them)."""
+    is_lab = docname in LAB_DOCS
+    driver.get(f"{site_url}/{docname}.html")
+
+    def state():
+        return driver.execute_script(_SOLUTIONS_JS)
+
+    _wait(lambda: state()["solutions"] and state()["buttons"] == state()["solutions"], timeout=10)
+    before = state()
+    if not is_lab and not before["solutions"]:
+        return  # a chapter without exercises (references, glossary, ...)
+    assert before["solutions"] >= (3 if is_lab else 1), (
+        f"{docname}: {before['solutions']} solution(s), the course promises 3 per lab")
+    assert before["buttons"] == before["solutions"], f"{docname}: toggle buttons on {before['buttons']} of {before['solutions']} solutions"
+    assert before["visible"] == 0, f"{docname}: {before['visible']} solution(s) visible before any click"
+    assert not is_lab or before["with_outputs"] >= 1, f"{docname}: no solution shows an executed cell output"
+    # the chevron button: the centre of the title is often the link back to the exercise
+    button = driver.find_element("css selector", ".solution.dropdown > .admonition-title .toggle-button")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", button)
+    button.click()
+    assert _wait(lambda: state()["first_visible"], timeout=5), f"{docname}: the first solution did not open on click ({state()['first_state']})"
+
+
 # ---- site-wide -----------------------------------------------------------------------------
 @pytest.mark.browser
 def test_index_redirects_to_the_first_page(driver, site_url):

@@ -66,3 +66,22 @@ def test_evaluation_subset_is_fixed_and_keeps_changed_questions():
     assert [q.id for q in k] == [q.id for q in systems.evaluation_questions(course, _Profile(32, 10))[0]]
     k_all, u_all = systems.evaluation_questions(course, _Profile(None, None))
     assert len(k_all) == len(course.knowledge) and len(u_all) == len(course.unanswerable)
+
+
+def test_looping_detects_repeated_tails_only():
+    assert systems.looping("I don't have that information. " + "Stay bright! " * 6)
+    assert systems.looping('{"answer": "ok", "sources": ["family.' + "family." * 9)
+    assert not systems.looping(prompts.answer_json("Stay bright! Stay bright!", ["kb-a"]))
+    assert not systems.looping("The Halo costs $89. Stay bright!")
+
+
+def test_invalid_reply_report_counts_causes_and_prompt_lengths():
+    valid = _answer("k1", prompts.answer_json("It is $4.99. Stay bright!", ["kb-plus"]), prompt_tokens=90)
+    looped = systems.Answer("k2", "q?", Generation("Stay bright! " * 20, 440, 72, 1.0, 8.0),
+                            evaluate.parse_reply("Stay bright! " * 20))
+    cut = systems.Answer("k3", "q?", Generation('{"answer": "The Halo', 420, 72, 1.0, 8.0),
+                         evaluate.parse_reply('{"answer": "The Halo'))
+    short_prose = _answer("k4", "It costs $10.", prompt_tokens=100)
+    report = systems.invalid_reply_report([valid, looped, cut, short_prose], max_new_tokens=72)
+    assert report == {"replies": 4, "invalid": 3, "invalid_at_token_limit": 2, "invalid_looping": 1,
+                      "median_prompt_tokens_valid": 90, "median_prompt_tokens_invalid": 420}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any
@@ -102,6 +102,81 @@ def _close(answer: float, expected: float, *, rel: float = 0.02, abs_tol: float 
 def _not_a_number(what: str, value: Any) -> Feedback:
     return _wrong(f"{what} should be a number, got {value!r}.",
                   "Pass the number itself, e.g. 3.26, not a string with units.")
+
+
+# --------------------------------------------------------------------------- lab 0: set-up
+
+
+def check_closest_pair(embed: Callable[[str], Sequence[float]], sentences: Sequence[str], pair: Any) -> Feedback:
+    """Is ``pair`` (two indexes into ``sentences``) the pair whose embeddings are most similar?
+
+    ``embed`` is the embedding function (e.g. ``embedder.get_text_embedding``); similarity is the
+    cosine of the two vectors. The message lists every pair's similarity.
+    """
+    if len(sentences) < 3:
+        return _wrong("Give at least three sentences, so that there is a choice to make.")
+    try:
+        i, j = sorted(int(k) for k in pair)
+    except (TypeError, ValueError):
+        return _wrong(f"pair should be two sentence indexes such as (0, 2), got {pair!r}.")
+    if i == j or not (0 <= i < len(sentences) and 0 <= j < len(sentences)):
+        return _wrong(f"pair should name two different sentences among 0..{len(sentences) - 1}, got {pair!r}.")
+    vectors = [list(map(float, embed(text))) for text in sentences]
+
+    def cosine(a, b):
+        dot = sum(x * y for x, y in zip(a, b))
+        return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+    sims = {(a, b): cosine(vectors[a], vectors[b]) for a in range(len(sentences)) for b in range(a + 1, len(sentences))}
+    best = max(sims, key=sims.get)
+    table = ", ".join(f"{a}-{b}: {v:.2f}" for (a, b), v in sims.items())
+    if (i, j) == best:
+        return _right(f"Sentences {i} and {j} are the closest in meaning (cosine {sims[best]:.2f}; all pairs: {table}).",
+                      best)
+    return _wrong(f"The embedder puts sentences {best[0]} and {best[1]} closest, not {i} and {j} ({table}).",
+                  "Embeddings compare meaning, not shared words: a paraphrase can share few words.", best)
+
+
+def check_context_share(tokens_without: int, tokens_with: int, answer: Any) -> Feedback:
+    """Is ``answer`` the share of a prompt taken by the retrieved context?
+
+    ``tokens_without``/``tokens_with``: prompt tokens of the same question without and with the
+    passages. Accepted within half a percentage point; a percentage (e.g. 70) gets a hint.
+    """
+    if not 0 < tokens_without <= tokens_with:
+        return _wrong(f"Expected 0 < tokens without context <= tokens with it, got {tokens_without} and {tokens_with}.")
+    expected = (tokens_with - tokens_without) / tokens_with
+    ok, value, note = _share_answer(answer, expected)
+    if value is None:
+        return _not_a_number("answer", answer)
+    if ok:
+        return _right(f"The passages are {expected:.1%} of the prompt{note}: {tokens_with - tokens_without} of "
+                      f"{tokens_with} tokens, paid again on every request.", expected)
+    hint = ""
+    if _close(value, (tokens_with - tokens_without) / tokens_without, abs_tol=0.005):
+        hint = "Divide the context's tokens by the whole prompt (with the context), not by the prompt without it."
+    return _wrong(f"{value:g} is not the context's share of the prompt.",
+                  hint or "share = (tokens with context - tokens without) / tokens with context.", expected)
+
+
+def check_gpu_prediction(answer: Any) -> Feedback:
+    """Did the learner predict whether ``profiles.get_profile("gpu")`` works on this machine?
+
+    Runs the call; the message quotes the course's error when there is no CUDA GPU.
+    """
+    from . import profiles
+
+    if not isinstance(answer, bool):
+        return _wrong(f"Answer True (it will work) or False (it will fail), got {answer!r}.")
+    try:
+        profile = profiles.get_profile("gpu")
+        works, what = True, f"it works here: {profile.model_label} on {profiles.device_summary(profile)}"
+    except CourseError as exc:
+        works, what = False, f"it fails here with the course's one-line message: {exc}"
+    if answer == works:
+        return _right(f"Right, {what}", works)
+    return _wrong(f"Not this time: {what}",
+                  "The gpu profile needs a CUDA GPU that PyTorch can see (torch.cuda.is_available()).", works)
 
 
 # --------------------------------------------------------------------------- weight memory

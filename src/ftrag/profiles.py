@@ -46,10 +46,10 @@ class TrainingSettings:
     lora_dropout: float = 0.05
     learning_rate: float = 1e-3
     batch_size: int = 4
-    max_steps: int = 36
-    eval_every: int = 12
+    max_steps: int = 24
+    eval_every: int = 8
     max_seq_len: int = 512
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = True  # cpu: 4.7 GB -> 3.1 GB peak, 6.8 -> 9.2 s per step
     train_examples: int | None = None  # None = the whole training file
 
 
@@ -105,7 +105,7 @@ def get_profile(name: str | None = None) -> Profile:
             quantize_for_inference=False,
             context_window=2048,
             max_new_tokens=72,  # the longest reply in the behaviour data is 67 tokens
-            generation_batch_size=8,
+            generation_batch_size=16,  # measured: 0.85 s vs 1.07 s per short answer at 8
             eval_knowledge_limit=32,
             eval_unanswerable_limit=10,
             training=TrainingSettings(),

@@ -206,6 +206,33 @@ def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | Non
     return pd.DataFrame(rows)
 
 
+def looping(text: str, *, min_repeats: int = 4) -> bool:
+    """Whether a reply ends in a loop: its last 12 characters, or a shorter tail unit, repeated
+    ``min_repeats`` times back to back (``Stay bright! Stay bright! ...``, ``family.family.family.``)."""
+    text = text.rstrip()
+    for unit in range(2, 41):
+        tail = text[-unit:]
+        if len(text) >= unit * min_repeats and text.endswith(tail * min_repeats):
+            return True
+    return False
+
+
+def invalid_reply_report(answers: Sequence[Answer], max_new_tokens: int) -> dict[str, float]:
+    """Why replies fail the schema: how many are invalid, how many of those ran into the
+    ``max_new_tokens`` limit, how many end in a repetition loop, and the median prompt length of
+    valid vs invalid replies."""
+    invalid = [a for a in answers if not a.parsed.valid]
+    valid = [a for a in answers if a.parsed.valid]
+    return {
+        "replies": len(answers),
+        "invalid": len(invalid),
+        "invalid_at_token_limit": sum(a.reply.new_tokens >= max_new_tokens for a in invalid),
+        "invalid_looping": sum(looping(a.reply.text) for a in invalid),
+        "median_prompt_tokens_valid": statistics.median(a.reply.prompt_tokens for a in valid) if valid else float("nan"),
+        "median_prompt_tokens_invalid": statistics.median(a.reply.prompt_tokens for a in invalid) if invalid else float("nan"),
+    }
+
+
 # --------------------------------------------------------------------------- the four-way comparison
 
 METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "refusal_accuracy",
@@ -224,6 +251,7 @@ class Comparison:
     n_knowledge: int
     n_unanswerable: int
     n_changed: int
+    answers: dict[str, list[Answer]] = field(default_factory=dict)  # knowledge + unanswerable, per system
 
     def table(self):
         import pandas as pd
@@ -256,7 +284,7 @@ def compare(systems_before: dict[str, System], systems_after: dict[str, System],
     u_items = [(q.id, q.question) for q in unanswerable]
     changed = [q for q in knowledge if q.changes_after_update]
     c_items = [(q.id, q.question) for q in changed]
-    rows, intervals, all_scores = {}, {}, {}
+    rows, intervals, all_scores, answers = {}, {}, {}, {}
     for name, system in systems_before.items():
         k_answers = system.ask(k_items, desc=f"{name}: knowledge")
         u_answers = system.ask(u_items, desc=f"{name}: unanswerable")
@@ -272,4 +300,5 @@ def compare(systems_before: dict[str, System], systems_after: dict[str, System],
                            "refusal_accuracy": evaluate.bootstrap_ci(s.refused),
                            "fresh_accuracy": evaluate.bootstrap_ci(fresh_scores.correct)}
         all_scores[name] = s
-    return Comparison(rows, intervals, all_scores, len(knowledge), len(unanswerable), len(changed))
+        answers[name] = list(k_answers) + list(u_answers)
+    return Comparison(rows, intervals, all_scores, len(knowledge), len(unanswerable), len(changed), answers)
