@@ -30,34 +30,6 @@ def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: (_stage(item), str(item.fspath)))
 
 
-_notebook_seconds: dict[str, float] = {}
-_notebook_cells_left: dict[str, int] = {}
-
-
-def pytest_collection_finish(session):
-    for item in session.items:
-        if str(item.fspath).endswith(".ipynb"):
-            _notebook_cells_left[str(item.fspath)] = _notebook_cells_left.get(str(item.fspath), 0) + 1
-
-
-def pytest_runtest_logreport(report):
-    """Record each lab's wall time under nbval in _build/results/timings.json as soon as its last
-    cell ran, so the book build later in the same run can quote it (instructor notes)."""
-    path = str(report.fspath)
-    if not path.endswith(".ipynb"):
-        return
-    _notebook_seconds[path] = _notebook_seconds.get(path, 0.0) + report.duration
-    if report.when == "teardown":
-        _notebook_cells_left[path] = _notebook_cells_left.get(path, 1) - 1
-        if _notebook_cells_left[path] == 0:
-            from pathlib import Path
-
-            from ftrag import results
-
-            key = f"lab_{Path(path).stem}_seconds"
-            results.update_timings(**{key: round(_notebook_seconds[path], 1)})
-
-
 @pytest.fixture(scope="session")
 def cpu_profile():
     from ftrag import profiles

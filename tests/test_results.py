@@ -36,3 +36,18 @@ def test_timings_merge():
     timings = results.load_timings()
     assert timings["lab_01_rag_seconds"] == 100.0 and timings["lab_01_rag_peak_gb"] == 1.5
     assert 0 < results.peak_memory_gb() < 100
+
+
+def test_peak_memory_is_the_process_own_not_its_parents():
+    """A lab kernel is forked from a big process (pytest, jupyter-book); on Linux ``ru_maxrss``
+    would report the parent's peak. The child must report only its own."""
+    import subprocess
+    import sys
+
+    big = bytearray(600 * 10**6)  # this process's peak is now at least 0.6 GB
+    big[::4096] = b"x" * len(big[::4096])
+    del big
+    child = subprocess.run([sys.executable, "-c", "from ftrag import results; print(results.peak_memory_gb())"],
+                           capture_output=True, text=True, check=True)
+    assert results.peak_memory_gb() >= 0.6
+    assert float(child.stdout) < 0.3, child.stdout

@@ -20,7 +20,6 @@ import gc
 import hashlib
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -153,8 +152,9 @@ def peak_memory_mb(device: str = "cpu") -> float:
         import torch
 
         return torch.cuda.max_memory_allocated() / MB
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / MB if sys.platform == "darwin" else rss * 1024 / MB  # bytes on macOS, KiB on Linux
+    from .results import peak_memory_gb  # this process's own peak (VmHWM on Linux, see there)
+
+    return peak_memory_gb() * 1e9 / MB
 
 
 def tokens_per_second(generations: Iterable[Any]) -> float:

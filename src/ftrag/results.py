@@ -87,10 +87,22 @@ def load_timings() -> dict[str, Any]:
 
 
 def peak_memory_gb() -> float:
-    """Peak resident memory of this process so far (the lab's kernel), in GB."""
+    """Peak resident memory of this process so far (the lab's kernel), in GB.
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status``, the peak of this process's own memory.
+    ``ru_maxrss`` is not: it keeps the peak of the process that forked it (Linux carries it over
+    ``exec``), so a kernel started by a 2 GB pytest process would report at least 2 GB.
+    """
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1e6  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1e9 if sys.platform == "darwin" else 1e6)  # bytes on macOS, KiB on Linux
 
