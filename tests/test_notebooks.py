@@ -23,7 +23,10 @@ def test_there_are_labs():
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_first_cell_is_the_shared_bootstrap(path):
-    assert "".join(_cells(path)[0]["source"]) == BOOTSTRAP_CELL
+    first = _cells(path)[0]
+    assert "".join(first["source"]) == BOOTSTRAP_CELL
+    # it runs on Colab and in Jupyter, but the site does not show install code above the title
+    assert "remove-cell" in first.get("metadata", {}).get("tags", []), f"{path.name}: tag the set-up cell remove-cell"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
