@@ -253,22 +253,12 @@ def check_lora_params(d_in: int, d_out: int, rank: int, answer: Any) -> Feedback
 def lora_shapes(model) -> list[tuple[int, int]]:
     """``(d_in, d_out)`` of every linear layer the course's QLoRA puts an adapter on.
 
-    The targets are :func:`ftrag.finetune.lora_target_modules` (the linear layers inside the decoder
+    The targets are :func:`ftrag.finetune.block_linears` (the linear layers inside the decoder
     blocks); this needs the model object but no training and no GPU.
     """
-    import torch.nn as nn
+    from .finetune import block_linears
 
-    from .finetune import lora_target_modules
-
-    targets = set(lora_target_modules(model))
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    shapes = []
-    for path, module in model.named_modules():
-        parts = path.split(".")
-        if (isinstance(module, nn.Linear) and module is not head and not list(module.children())
-                and parts[-1] in targets and any(p.isdigit() for p in parts) and "lora_" not in path):
-            shapes.append((int(module.in_features), int(module.out_features)))
-    return shapes
+    return [(int(module.in_features), int(module.out_features)) for _, module in block_linears(model)]
 
 
 def lora_adapter_params(model_or_shapes, rank: int) -> int:

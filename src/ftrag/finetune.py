@@ -105,8 +105,9 @@ def encode_examples(tokenizer, examples: Sequence[Any], max_len: int) -> list[di
 # --------------------------------------------------------------------------- LoRA targets
 
 
-def lora_target_modules(model) -> list[str]:
-    """Names (e.g. ``q_proj``, ``down_proj``) of the linear layers inside the repeated decoder blocks.
+def block_linears(model) -> list[tuple[str, Any]]:
+    """``(path, module)`` of every linear layer inside the repeated decoder blocks: the layers
+    QLoRA quantises to 4 bits and puts adapters on.
 
     Read from the model itself: every leaf ``nn.Linear`` (bitsandbytes' ``Linear4bit`` is one) whose
     path goes through a numbered block (``model.layers.7.mlp.up_proj``). The output head, the
@@ -115,18 +116,23 @@ def lora_target_modules(model) -> list[str]:
     import torch.nn as nn
 
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    names: set[str] = set()
+    found = []
     for path, module in model.named_modules():
         if not isinstance(module, nn.Linear) or module is head or list(module.children()):
             continue
         parts = path.split(".")
         if "lora_" in path or parts[-1] == "lm_head" or not any(p.isdigit() for p in parts):
             continue
-        names.add(parts[-1])
-    if not names:
+        found.append((path, module))
+    if not found:
         raise CourseError(f"No linear layers found in the decoder blocks of {type(model).__name__}; "
                           "LoRA needs them as targets.")
-    return sorted(names)
+    return found
+
+
+def lora_target_modules(model) -> list[str]:
+    """Names (e.g. ``q_proj``, ``down_proj``) of the :func:`block_linears`, as peft's ``target_modules``."""
+    return sorted({path.split(".")[-1] for path, _ in block_linears(model)})
 
 
 # --------------------------------------------------------------------------- memory helpers
@@ -167,17 +173,11 @@ def tokens_per_second(generations: Iterable[Any]) -> float:
 def quantizable_params(model) -> tuple[int, int]:
     """``(params in the decoder blocks' linear layers, all other params)`` of a full-precision model.
 
-    bitsandbytes turns exactly those linear layers into 4-bit; the embeddings, the output head
-    (tied to the embeddings in small models), the norms and biases keep the compute dtype.
+    bitsandbytes turns exactly those linear layers (:func:`block_linears`) into 4-bit; the
+    embeddings, the output head (tied to the embeddings in small models), the norms and biases keep
+    the compute dtype.
     """
-    import torch.nn as nn
-
-    targets = set(lora_target_modules(model))
-    linear = 0
-    for path, module in model.named_modules():
-        parts = path.split(".")
-        if isinstance(module, nn.Linear) and parts[-1] in targets and any(p.isdigit() for p in parts):
-            linear += module.weight.numel()
+    linear = sum(module.weight.numel() for _, module in block_linears(model))
     total = sum(p.numel() for p in model.parameters())
     return linear, total - linear
 
