@@ -207,8 +207,8 @@ def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | Non
 
 
 def looping(text: str, *, min_repeats: int = 4) -> bool:
-    """Whether a reply ends in a loop: its last 12 characters, or a shorter tail unit, repeated
-    ``min_repeats`` times back to back (``Stay bright! Stay bright! ...``, ``family.family.family.``)."""
+    """Whether a reply ends in a loop: a tail of 2 to 40 characters repeated ``min_repeats`` times
+    back to back (``Stay bright! Stay bright! ...``, ``family.family.family.``)."""
     text = text.rstrip()
     for unit in range(2, 41):
         tail = text[-unit:]
