@@ -11,6 +11,7 @@ import re
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .prompts import ANSWER_KEYS, SIGN_OFF
 
@@ -142,3 +143,13 @@ class Timing:
     @property
     def median(self) -> float:
         return float(statistics.median(self.seconds)) if self.seconds else float("nan")
+
+
+def evenly_spaced(items: Sequence[Any], limit: int | None) -> list[Any]:
+    """At most ``limit`` items, spread evenly from the first to the last (all of them for ``None``)."""
+    items = list(items)
+    if not limit or limit >= len(items):
+        return items
+    if limit == 1:
+        return items[:1]
+    return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)]

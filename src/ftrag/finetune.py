@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CourseError, DataError
+from .evaluate import evenly_spaced  # noqa: F401  (re-exported: the labs call finetune.evenly_spaced)
 from .paths import cache_dir
 
 #: Bump when the way examples are encoded or trained changes: it is part of the adapter cache key.
@@ -298,16 +299,6 @@ class TrainResult:
 def _settings_dict(profile) -> dict[str, Any]:
     return {**asdict(profile.training), "model_id": profile.model_id, "device": profile.device,
             "seed": SEED, "val_loss_examples": VAL_LOSS_EXAMPLES}
-
-
-def evenly_spaced(items: Sequence[Any], limit: int | None) -> list[Any]:
-    """At most ``limit`` items, spread evenly from the first to the last (all of them for ``None``)."""
-    items = list(items)
-    if not limit or limit >= len(items):
-        return items
-    if limit == 1:
-        return items[:1]
-    return [items[round(i * (len(items) - 1) / (limit - 1))] for i in range(limit)]
 
 
 def release_freed_memory() -> bool:
@@ -581,14 +572,6 @@ def adapter_cache_tag(profile, adapter_dir: str | os.PathLike) -> str:
     return f"{profile.name}-adapter-{adapter_hash(adapter_dir)[:12]}"
 
 
-def base_cache_tag(profile, *, quantized: bool | None = None) -> str:
-    """Generation-cache tag for the untouched base model (``"cpu-base"`` for the profile default)."""
-    quantized = profile.quantize_for_inference if quantized is None else quantized
-    if quantized == profile.quantize_for_inference:
-        return f"{profile.name}-base"
-    return f"{profile.name}-base-{'nf4' if quantized else 'full'}"
-
-
 def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
     """The profile's base in full precision with the adapter on top, in eval mode.
 
@@ -723,11 +706,6 @@ def prompt_of(example: Any) -> list[dict[str, str]]:
     """The messages of a training/validation example without its assistant reply (what the model sees)."""
     msgs = _messages_of(example)
     return msgs[:-1] if msgs and msgs[-1].get("role") == "assistant" else msgs
-
-
-def reply_of(example: Any) -> str:
-    msgs = _messages_of(example)
-    return msgs[-1]["content"] if msgs and msgs[-1].get("role") == "assistant" else ""
 
 
 def check_bitsandbytes(profile=None) -> None:

@@ -107,8 +107,7 @@ def evaluation_questions(course, profile):
         limit = profile.eval_knowledge_limit
         changed = [q for q in knowledge if q.changes_after_update][: limit // 2 + limit % 2]
         rest = [q for q in knowledge if q not in changed]
-        need = limit - len(changed)
-        picked = [rest[round(i * (len(rest) - 1) / max(need - 1, 1))] for i in range(need)]
+        picked = evaluate.evenly_spaced(rest, limit - len(changed))
         chosen = {q.id for q in changed + picked}
         knowledge = [q for q in knowledge if q.id in chosen]
     if profile.eval_unanswerable_limit and profile.eval_unanswerable_limit < len(unanswerable):
