@@ -19,7 +19,8 @@ def _key(path) -> str:
 def pytest_collection_finish(session):
     for item in session.items:
         if str(item.fspath).endswith(".ipynb"):
-            _cells_left[_key(item.fspath)] = _cells_left.get(_key(item.fspath), 0) + 1
+            path = _key(item.fspath)
+            _cells_left[path] = _cells_left.get(path, 0) + 1
 
 
 def pytest_runtest_logreport(report):

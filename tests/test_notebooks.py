@@ -72,8 +72,8 @@ def test_chapters_quote_only_results_the_labs_save():
     from ftrag import systems
 
     saved_by = {"rag_": "labs/01_rag.ipynb", "ft_": "labs/02_qlora.ipynb", "inject_": "labs/02_qlora.ipynb"}
-    lab_source = {path: "".join("".join(c["source"]) for c in json.loads((REPO_ROOT / path).read_text())["cells"]
-                                if c["cell_type"] == "code") for path in set(saved_by.values())}
+    lab_source = {path: "".join("".join(c["source"]) for c in _cells(REPO_ROOT / path) if c["cell_type"] == "code")
+                  for path in set(saved_by.values())}
     cmp_key = re.compile(r"cmp_(base|rag|finetuned|hybrid)_(%s)(_ci_low|_ci_high)?$" % "|".join(systems.METRICS))
     missing = []
     for page in sorted((REPO_ROOT / "chapters").glob("*.md")):

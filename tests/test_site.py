@@ -515,7 +515,7 @@ def test_solutions_are_hidden_until_clicked(driver, site_url, docname):
     def state():
         return driver.execute_script(_SOLUTIONS_JS)
 
-    _wait(lambda: state()["solutions"] and state()["buttons"] == state()["solutions"], timeout=10)
+    _wait(lambda: (s := state())["solutions"] and s["buttons"] == s["solutions"], timeout=10)
     before = state()
     if not is_lab and not before["solutions"]:
         return  # a chapter without exercises (references, glossary, ...)
