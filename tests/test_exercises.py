@@ -114,6 +114,8 @@ def test_lora_shapes_reads_a_model():
     shapes = ex.lora_shapes(Tiny())
     assert sorted(shapes) == [(8, 8), (8, 8), (8, 24), (8, 24)]
     assert ex.lora_adapter_params(Tiny(), 2) == 2 * (16 + 16 + 32 + 32)
+    assert ex.lora_adapter_params(Tiny(), 2, last_blocks=1) == 2 * (16 + 32)  # the upper block only
+    assert ex.lora_adapter_mb(Tiny(), 2, last_blocks=1) == pytest.approx(2 * 48 * 4 / 1e6)
 
 
 def test_adapter_size():

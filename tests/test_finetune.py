@@ -3,6 +3,7 @@ tiny real training run whose merged model answers exactly like the unmerged adap
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -116,6 +117,21 @@ def test_lora_targets_ignore_head_and_non_block_linears():
     assert finetune.lora_target_modules(Toy()) == ["attn", "ffn_in"]
     with pytest.raises(CourseError):
         finetune.lora_target_modules(nn.Sequential())
+    # Only the upper blocks: the paths of the last one, and peft's layer indices.
+    assert [p for p, _ in finetune.block_linears(Toy(), last_blocks=1)] == ["blocks.1.attn", "blocks.1.ffn_in"]
+    assert finetune.adapted_blocks(Toy(), 1) == [1] and finetune.adapted_blocks(Toy(), 2) == [0, 1]
+    assert finetune.adapted_blocks(Toy(), None) is None
+    for wrong in (0, 3):
+        with pytest.raises(CourseError, match="2 decoder blocks"):
+            finetune.adapted_blocks(Toy(), wrong)
+
+
+def test_micro_batches_must_divide_the_batch(cpu_profile):
+    assert finetune.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=None).training) == 4
+    assert finetune.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=2).training) == 2
+    for wrong in (3, 0):
+        with pytest.raises(CourseError, match="must divide batch_size=4"):
+            finetune.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=wrong).training)
 
 
 def test_reply_only_loss_equals_the_usual_masked_loss(tiny_model):
@@ -245,6 +261,24 @@ def test_inject_setup_picks_whole_facts(cpu_profile):
     assert len(answers) == len(tr) and all(answers)
 
 
+def test_behaviour_prompt_sets_follow_the_profile(cpu_profile):
+    from dataclasses import replace
+
+    from ftrag.data import load_all
+
+    course = load_all()
+    sets = finetune.behaviour_prompt_sets(course, cpu_profile)
+    limit = cpu_profile.eval_behaviour_limit
+    assert [len(sets[name][0]) for name in ("validation", "format")] == [limit, limit]
+    fmt = finetune.behaviour_format_prompts(course, cpu_profile)
+    assert sets["format"][1] == [f.expect_needs_human for f in fmt] and any(sets["format"][1])
+    assert sets["format"][0][0][-1]["content"].endswith(fmt[0].question)
+    assert all(msgs[-1]["role"] == "user" for msgs in sets["validation"][0])  # replies removed
+    everything = finetune.behaviour_prompt_sets(course, replace(cpu_profile, eval_behaviour_limit=None))
+    assert len(everything["format"][0]) == len(course.format_prompts)
+    assert len(everything["validation"][0]) == len(course.finetune_val)
+
+
 # --------------------------------------------------------------------------- a real (tiny) run
 
 
@@ -254,11 +288,17 @@ def test_tiny_training_run_merges_to_the_same_answers(cpu_profile, tmp_path, mon
     from ftrag.generation import Generator
 
     monkeypatch.setenv("FTRAG_CACHE_DIR", str(tmp_path))
-    profile = cpu_profile.with_training(max_steps=2, batch_size=2, eval_every=1, learning_rate=5e-3)
+    profile = cpu_profile.with_training(max_steps=2, batch_size=2, micro_batch_size=1, adapted_blocks=3,
+                                        eval_every=1, learning_rate=5e-3)
     train = [_example(i) for i in range(4)]
     val = [_example(10)]
     run = finetune.ensure_adapter(profile, "tiny", train, val, progress=False)
     assert run.cached is False and run.steps == 2
+    from safetensors import safe_open
+
+    with safe_open(str(Path(run.adapter_dir) / finetune.ADAPTER_FILE), "pt") as weights:
+        blocks = {int(k.split(".layers.")[1].split(".")[0]) for k in weights.keys()}
+    assert sorted(blocks) == list(range(30 - profile.training.adapted_blocks, 30))  # only the upper blocks
     assert [s for s, _ in run.train_losses] == [1, 2]
     assert [s for s, _ in run.val_losses] == [0, 1, 2]
     assert 0 < run.trainable_share < 0.05

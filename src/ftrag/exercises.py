@@ -250,31 +250,35 @@ def check_lora_params(d_in: int, d_out: int, rank: int, answer: Any) -> Feedback
     return _wrong(f"{value:,.0f} is not the LoRA parameter count of {layer}.", hint, expected)
 
 
-def lora_shapes(model) -> list[tuple[int, int]]:
+def lora_shapes(model, last_blocks: int | None = None) -> list[tuple[int, int]]:
     """``(d_in, d_out)`` of every linear layer the course's QLoRA puts an adapter on.
 
     The targets are :func:`ftrag.finetune.block_linears` (the linear layers inside the decoder
-    blocks); this needs the model object but no training and no GPU.
+    blocks; with ``last_blocks=N`` those of the last N blocks, as the profile's
+    ``training.adapted_blocks``); this needs the model object but no training and no GPU.
     """
     from .finetune import block_linears
 
-    return [(int(module.in_features), int(module.out_features)) for _, module in block_linears(model)]
+    return [(int(module.in_features), int(module.out_features))
+            for _, module in block_linears(model, last_blocks)]
 
 
-def lora_adapter_params(model_or_shapes, rank: int) -> int:
-    """Trainable parameters of a LoRA adapter of ``rank`` on a model (or on ``(d_in, d_out)`` shapes)."""
+def lora_adapter_params(model_or_shapes, rank: int, *, last_blocks: int | None = None) -> int:
+    """Trainable parameters of a LoRA adapter of ``rank`` on a model (or on ``(d_in, d_out)`` shapes);
+    ``last_blocks`` as in :func:`lora_shapes`."""
     shapes = (list(model_or_shapes) if not hasattr(model_or_shapes, "named_modules")
-              else lora_shapes(model_or_shapes))
+              else lora_shapes(model_or_shapes, last_blocks))
     if not shapes:
         raise CourseError("No layers to put LoRA on: pass a model or a list of (d_in, d_out) shapes.")
     return sum(memory.lora_params(d_in, d_out, rank) for d_in, d_out in shapes)
 
 
-def lora_adapter_mb(model_or_shapes, rank: int, *, bytes_per_param: int = 4) -> float:
+def lora_adapter_mb(model_or_shapes, rank: int, *, bytes_per_param: int = 4,
+                    last_blocks: int | None = None) -> float:
     """Expected size in MB (10**6 bytes, like :func:`ftrag.finetune.adapter_size_mb`) of the
     adapter file: LoRA parameters x ``bytes_per_param`` (4: PEFT keeps and saves LoRA weights in
     float32). The few kilobytes of file header are left out."""
-    return lora_adapter_params(model_or_shapes, rank) * bytes_per_param / 1e6
+    return lora_adapter_params(model_or_shapes, rank, last_blocks=last_blocks) * bytes_per_param / 1e6
 
 
 def check_adapter_size(rank_small_mb: Any, rank_big_mb: Any, *,

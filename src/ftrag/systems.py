@@ -97,7 +97,7 @@ GENERATION_VERSION = "g1"
 def evaluation_questions(course, profile):
     """The knowledge and unanswerable questions the answer-level measurements use.
 
-    With the profile's limits (the cpu profile: 32 + 10) the subset is fixed and stratified: every
+    With the profile's limits (the cpu profile: 24 + 10) the subset is fixed and stratified: every
     question whose answer changes after the update comes first (capped at half the limit, the
     freshness measurement needs them), then the others evenly spaced through the file, so each
     topic keeps its share. Without limits, all questions.
