@@ -2,9 +2,9 @@
 
 The recipe (Dettmers et al., 2023): load the base model in 4-bit NF4 with double quantisation,
 freeze it, add LoRA adapters (Hu et al., 2021) to every linear layer of the decoder blocks (or of
-the upper ones only: :func:`adapted_blocks`) and train only those. The loss is computed on the assistant's reply only: the system prompt, the
-context and the question are masked with ``-100`` so the model learns *how to answer*, not how to
-write questions.
+the upper ones only: :func:`adapted_blocks`) and train only those. The loss is computed on the
+assistant's reply only: the system prompt, the context and the question are masked with ``-100``
+so the model learns *how to answer*, not how to write questions.
 
 Adapters are cached under ``<cache>/adapters/<name>-<hash>``; the hash covers the training data,
 the training settings and the base model, so changing any of them trains a new adapter and a
@@ -136,8 +136,17 @@ def block_linears(model, last_blocks: int | None = None) -> list[tuple[str, Any]
                           "LoRA needs them as targets.")
     if last_blocks is None:
         return found
-    keep = set(adapted_blocks(model, last_blocks))
+    keep = set(_last_blocks(found, last_blocks))
     return [(path, module) for path, module in found if _block_index(path) in keep]
+
+
+def _last_blocks(found: list[tuple[str, Any]], last_blocks: int) -> list[int]:
+    """Indices of the last ``last_blocks`` blocks among the :func:`block_linears` ``found``."""
+    n_blocks = 1 + max(_block_index(path) for path, _ in found)
+    if not 1 <= last_blocks <= n_blocks:
+        raise CourseError(f"adapted_blocks={last_blocks} does not fit a model with {n_blocks} decoder blocks: "
+                          f"use a number from 1 to {n_blocks}, or None for all of them.")
+    return list(range(n_blocks - last_blocks, n_blocks))
 
 
 def adapted_blocks(model, last_blocks: int | None) -> list[int] | None:
@@ -149,13 +158,7 @@ def adapted_blocks(model, last_blocks: int | None) -> list[int] | None:
     per step with the last 15 of 30 blocks vs 6.0-7.5 s with all of them). It has a price: that
     adapter broke the JSON format on most prompts unlike its training chats, so no profile uses it.
     """
-    if last_blocks is None:
-        return None
-    n_blocks = 1 + max((_block_index(path) for path, _ in block_linears(model)), default=-1)
-    if not 1 <= last_blocks <= n_blocks:
-        raise CourseError(f"adapted_blocks={last_blocks} does not fit a model with {n_blocks} decoder blocks: "
-                          f"use a number from 1 to {n_blocks}, or None for all of them.")
-    return list(range(n_blocks - last_blocks, n_blocks))
+    return None if last_blocks is None else _last_blocks(block_linears(model), last_blocks)
 
 
 def lora_target_modules(model) -> list[str]:
