@@ -252,11 +252,13 @@ def test_inject_setup_picks_whole_facts(cpu_profile):
     from ftrag.data import load_inject_facts
 
     train, test = load_inject_facts("train"), load_inject_facts("test")
-    prof, tr, te = finetune.inject_setup(cpu_profile, train, test, n_facts=5, epochs=2)
+    prof, tr, te = finetune.inject_setup(cpu_profile, train, test, n_facts=5, epochs=2, lr_factor=3)
     facts = {ex.fact_id for ex in tr}
     assert len(facts) == 5 and {q.fact_id for q in te} == facts
     assert len(tr) == 4 * 5  # every phrasing of the chosen facts
     assert prof.training.max_steps == math.ceil(2 * len(tr) / cpu_profile.training.batch_size)
+    assert prof.training.learning_rate == pytest.approx(3 * cpu_profile.training.learning_rate)
+    assert prof.training.lora_rank == cpu_profile.training.lora_rank  # the rest as the profile has it
     answers = finetune.training_phrasing_answers(tr, te)
     assert len(answers) == len(tr) and all(answers)
 

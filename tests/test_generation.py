@@ -32,3 +32,33 @@ def test_token_budget_splits_long_prompts_into_smaller_batches(tiny_model):
     gen = Generator(model, tok, batch_size=4)
     encoded = [[0] * 100, [0] * 100, [0] * 900, [0] * 900]
     assert list(gen._batches([0, 1, 2, 3], encoded)) == [[0, 1], [2, 3]]
+
+
+def test_shared_prefix_length_leaves_every_row_a_token():
+    from ftrag.generation import shared_prefix_length
+
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 5]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2  # identical rows: the last token is each row's own
+    assert shared_prefix_length([[1, 2, 3], [1, 2]]) == 1
+    assert shared_prefix_length([[7, 2], [1, 2]]) == 0
+    assert shared_prefix_length([[1, 2, 3]]) == 2 and shared_prefix_length([]) == 0
+
+
+def test_prefix_sharing_gives_the_same_replies(tiny_model):
+    """One pass over the shared system prompt, copied to every row, must not change a greedy reply:
+    rows of different lengths (padding between the prefix and a row's own tokens), with and
+    without a context block."""
+    from ftrag.generation import MIN_SHARED_PREFIX, shared_prefix_length
+
+    model, tok = tiny_model
+    convs = [prompts.chat("Hi"), prompts.chat("How long is the warranty on a Halo lamp?"),
+             prompts.chat("Is the store open on Sunday?", [("kb-1", "The store opens 10:00-16:00 on Sundays.")]),
+             prompts.chat("Can I pause my plan?", [("kb-2", "Plans can be paused for up to three months."),
+                                                   ("kb-3", "A paused plan keeps its price.")])]
+    shared = Generator(model, tok, max_new_tokens=16, batch_size=4)
+    plain = Generator(model, tok, max_new_tokens=16, batch_size=4, share_prefix=False)
+    ids = [shared.prompt_ids(c) for c in convs]
+    assert shared_prefix_length(ids) >= MIN_SHARED_PREFIX  # the system prompt is really shared
+    with_sharing, without = shared.generate(convs, progress=False), plain.generate(convs, progress=False)
+    assert [g.text for g in with_sharing] == [g.text for g in without]
+    assert [g.prompt_tokens for g in with_sharing] == [len(i) for i in ids]
