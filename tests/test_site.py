@@ -279,7 +279,15 @@ return {
   errors_in_outputs: document.querySelectorAll('.cell_output .output.error, .cell_output .output.traceback').length,
   cell_inputs: document.querySelectorAll('.cell_input').length,
   input_copybuttons: document.querySelectorAll('.cell_input button.copybtn').length,
+  formulas: document.querySelectorAll('article .math').length,
+  typeset: document.querySelectorAll('article .math mjx-container').length,
 };
+"""
+
+# MathJax typesets after the page loaded (deferred script): wait until every formula is done.
+_WAIT_MATH_JS = r"""
+const formulas = document.querySelectorAll('article .math');
+return formulas.length === 0 || Array.from(formulas).every(f => f.querySelector('mjx-container'));
 """
 
 _WAIT_IMAGES_JS = r"""
@@ -323,6 +331,7 @@ def visit(driver, site_url):
             driver.get_log("browser")  # drop what earlier pages logged
             driver.get(f"{site_url}/{docname}.html")
             _wait(lambda: driver.execute_script(_WAIT_IMAGES_JS), timeout=10)
+            _wait(lambda: driver.execute_script(_WAIT_MATH_JS), timeout=10)
             page = driver.execute_script(_COLLECT_JS)
             page["errors"], page["offline"] = _split_log(driver.get_log("browser"), site_url)
             cache[docname] = page
@@ -348,10 +357,26 @@ def test_page_loads_with_its_title(visit, docname):
 @pytest.mark.parametrize("docname", DOCNAMES)
 def test_page_has_no_console_errors(visit, docname):
     page = visit(docname)
-    if page["offline"]:
-        warnings.warn(f"{docname}: {len(page['offline'])} request(s) to other hosts blocked in the "
-                      f"offline test (fine when published): " + "; ".join(page["offline"]))
     assert not page["errors"], f"{docname}: console errors:\n  " + "\n  ".join(page["errors"])
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_page_works_offline(visit, docname):
+    """The browser resolves no host but the local server: the site must need nothing else (MathJax
+    is served from _static/, see _ext/offline_mathjax.py)."""
+    page = visit(docname)
+    assert not page["offline"], (f"{docname}: requests to other hosts, which fail offline:\n  "
+                                 + "\n  ".join(page["offline"]))
+
+
+@pytest.mark.browser
+def test_formulas_are_typeset(visit):
+    pages = {docname: visit(docname) for docname in DOCNAMES}
+    with_math = {d: p for d, p in pages.items() if p["formulas"]}
+    assert len(with_math) >= 2, "expected formulas on the definitions chapter and the QLoRA lab at least"
+    untypeset = {d: f"{p['typeset']} of {p['formulas']}" for d, p in with_math.items() if p["typeset"] < p["formulas"]}
+    assert not untypeset, f"formulas left as raw TeX (MathJax did not load or failed): {untypeset}"
 
 
 def _ids(path: Path, _cache: dict = {}) -> set[str]:  # noqa: B006 - deliberate memo
