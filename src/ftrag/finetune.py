@@ -762,9 +762,9 @@ def inject_setup(profile, train: Sequence[Any], test: Sequence[Any], *, n_facts:
     train_sub = [ex for ex in train if ex.fact_id in facts]
     test_sub = [q for q in test if q.fact_id in facts]
     steps = max(1, math.ceil(epochs * len(train_sub) / profile.training.batch_size))
-    settings = dict(max_steps=steps, eval_every=steps, train_examples=None,
-                    learning_rate=profile.training.learning_rate * lr_factor)
-    return profile.with_training(**settings), train_sub, test_sub
+    tuned = profile.with_training(max_steps=steps, eval_every=steps, train_examples=None,
+                                  learning_rate=profile.training.learning_rate * lr_factor)
+    return tuned, train_sub, test_sub
 
 
 def training_phrasing_answers(train: Sequence[Any], test: Sequence[Any]) -> list[tuple[str, ...]]:

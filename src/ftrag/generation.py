@@ -148,11 +148,11 @@ class Generator:
             width = max(len(r) for r in rows)
             input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(rows), width), dtype=torch.long)
+            input_ids[:, :shared] = torch.tensor(rows[0][:shared], dtype=torch.long)  # the same in every row
+            attention[:, :shared] = 1
             for row, ids in enumerate(rows):
                 own = ids[shared:]
-                input_ids[row, :shared] = torch.tensor(ids[:shared], dtype=torch.long)
                 input_ids[row, width - len(own):] = torch.tensor(own, dtype=torch.long)
-                attention[row, :shared] = 1
                 attention[row, width - len(own):] = 1
             t0 = time.perf_counter()
             with torch.no_grad():
