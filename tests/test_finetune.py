@@ -148,6 +148,71 @@ def test_reply_only_loss_equals_the_usual_masked_loss(tiny_model):
     assert torch.isclose(usual, ours, rtol=1e-4), (usual, ours)
 
 
+def _packing_examples():
+    return [_example(1), _example(2, "Sure! Stay bright!"),
+            Example("ex-3", tuple(prompts.chat("Hello there, who are you?")) + (
+                {"role": "assistant", "content": prompts.answer_json("I'm Lumio's assistant. Stay bright!")},)),
+            _example(1, "Yes, within 30 days. Stay bright!")]  # same prompt as the first, other reply
+
+
+def test_packed_row_reads_the_shared_prefix_once_and_never_crosses_chats(tok):
+    import torch
+
+    enc = finetune.encode_examples(tok, _packing_examples(), 512)
+    row = finetune.pack_shared_prefix(enc)
+    prompt_lens = [e["labels"].count(-100) for e in enc]
+    shared = (sum(len(e["input_ids"]) for e in enc) - len(row["input_ids"][0])) // (len(enc) - 1)
+    assert 40 < shared < min(prompt_lens)  # the system prompt, and a prompt token of each chat's own
+    mask, labels, pos = row["attention_mask"][0, 0], row["labels"][0].tolist(), row["position_ids"][0].tolist()
+    assert mask.shape == (len(labels), len(labels)) and row["input_ids"].shape == (1, len(labels))
+    start = shared
+    for e in enc:
+        end = start + len(e["input_ids"]) - shared
+        assert row["input_ids"][0, start:end].tolist() == e["input_ids"][shared:]
+        assert labels[start:end] == e["labels"][shared:] and labels[start] == -100  # own part opens with prompt
+        assert pos[start:end] == list(range(shared, len(e["input_ids"])))         # positions as if alone
+        assert mask[start:end, :shared].all()                                     # sees the whole prefix
+        assert not mask[start:end, shared:start].any() and not mask[start:end, end:].any()  # no other chat
+        assert torch.equal(mask[start:end, start:end], torch.ones(end - start, end - start, dtype=torch.bool).tril())
+        start = end
+    assert start == len(labels)
+
+
+def test_packed_row_gives_the_padded_batch_loss_and_gradients(tiny_model):
+    """Packing is an optimisation only: same loss, same gradients (here of two weight matrices, one
+    in the first block's attention, which the prefix feeds, and one at the top)."""
+    import torch
+    from transformers import DataCollatorForSeq2Seq
+
+    model, tok = tiny_model
+    enc = finetune.encode_examples(tok, _packing_examples(), 512)
+    weights = [model.model.layers[0].self_attn.k_proj.weight, model.model.layers[-1].mlp.down_proj.weight]
+    results = []
+    try:
+        for w in weights:
+            w.requires_grad_(True)
+        for batch in (DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)([dict(e) for e in enc]),
+                      finetune.pack_shared_prefix(enc)):
+            model.zero_grad()
+            loss = finetune.reply_only_loss(model, batch)
+            loss.backward()
+            results.append((loss.detach(), [w.grad.clone() for w in weights]))
+    finally:
+        for w in weights:
+            w.requires_grad_(False)
+            w.grad = None
+    (padded_loss, padded_grads), (packed_loss, packed_grads) = results
+    assert torch.isclose(padded_loss, packed_loss, rtol=1e-5), (padded_loss, packed_loss)
+    for a, b in zip(padded_grads, packed_grads):
+        assert a.norm() > 0 and ((a - b).norm() / a.norm()) < 1e-4
+
+
+def test_packing_rejects_examples_not_made_by_encode_example():
+    bad = {"input_ids": [1, 2, 3, 4], "labels": [-100, 5, -100, 6]}
+    with pytest.raises(CourseError, match="encode_example"):
+        finetune.pack_shared_prefix([bad])
+
+
 def test_broken_bitsandbytes_is_a_course_error(monkeypatch):
     import bitsandbytes.functional as F
 
@@ -285,13 +350,25 @@ def test_behaviour_prompt_sets_follow_the_profile(cpu_profile):
 
 
 @pytest.mark.slow
+def test_tiny_training_run_with_padded_micro_batches(cpu_profile, tmp_path):
+    """The gpu profile's path: padded micro-batches with gradient accumulation, no packing."""
+    profile = cpu_profile.with_training(max_steps=1, batch_size=2, micro_batch_size=1, share_prompt_prefix=False,
+                                        adapted_blocks=2, eval_every=1)
+    run = finetune.train_adapter(profile, [_example(i) for i in range(2)], [_example(10)],
+                                 output_dir=tmp_path / "padded", progress=False)
+    assert run.steps == 1 and run.settings["share_prompt_prefix"] is False
+    assert [s for s, _ in run.val_losses] == [0, 1] and all(math.isfinite(v) for _, v in run.val_losses)
+
+
 def test_tiny_training_run_merges_to_the_same_answers(cpu_profile, tmp_path, monkeypatch):
     from ftrag import profiles
     from ftrag.generation import Generator
 
     monkeypatch.setenv("FTRAG_CACHE_DIR", str(tmp_path))
-    profile = cpu_profile.with_training(max_steps=2, batch_size=2, micro_batch_size=1, adapted_blocks=3,
+    # the cpu profile's path: each step's chats packed into one row that shares their prompt prefix
+    profile = cpu_profile.with_training(max_steps=2, batch_size=2, micro_batch_size=None, adapted_blocks=3,
                                         eval_every=1, learning_rate=5e-3)
+    assert profile.training.share_prompt_prefix
     train = [_example(i) for i in range(4)]
     val = [_example(10)]
     run = finetune.ensure_adapter(profile, "tiny", train, val, progress=False)

@@ -29,9 +29,10 @@ def test_reply_cache_reuses_replies_by_prompt(tiny_model, tmp_path, monkeypatch)
 
 def test_token_budget_splits_long_prompts_into_smaller_batches(tiny_model):
     model, tok = tiny_model
-    gen = Generator(model, tok, batch_size=4)
+    gen = Generator(model, tok, batch_size=4, token_budget=2048)
     encoded = [[0] * 100, [0] * 100, [0] * 900, [0] * 900]
     assert list(gen._batches([0, 1, 2, 3], encoded)) == [[0, 1], [2, 3]]
+    assert list(Generator(model, tok, batch_size=3)._batches([0, 1, 2, 3], encoded)) == [[0, 1, 2], [3]]
 
 
 def test_shared_prefix_length_leaves_every_row_a_token():

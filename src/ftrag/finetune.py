@@ -425,6 +425,47 @@ def _trainer_class():
     return ReplyLossTrainer
 
 
+def pack_shared_prefix(features: Sequence[dict[str, list[int]]]) -> dict[str, Any]:
+    """One training row for a micro-batch of encoded chats: the prompt prefix they share, once, then
+    each chat's own tokens (*prefix sharing*, the training-side twin of generation's prefix cache).
+
+    Every chat in the course opens with the same ~80-token system prompt. Padded into a batch, each
+    row runs it through the model again; packed, it runs once, and a 4D attention mask lets every
+    chat's tokens see the prefix and their own earlier tokens only, with the positions they would
+    have on their own. Loss and gradients are those of the padded batch (the unit tests compare
+    them); a step of four behaviour chats reads ~30% fewer tokens, in one pass instead of two.
+
+    The prefix is cut from the *prompts* and leaves each chat at least one prompt token of its own,
+    so no supervised token is ever predicted across a chat boundary.
+    """
+    import torch
+
+    from .generation import shared_prefix_length
+
+    if not features:
+        raise CourseError("pack_shared_prefix got an empty micro-batch.")
+    prompts = [[t for t, lab in zip(f["input_ids"], f["labels"]) if lab == IGNORE_INDEX] for f in features]
+    for f, prompt in zip(features, prompts):
+        if f["labels"][: len(prompt)] != [IGNORE_INDEX] * len(prompt):
+            raise CourseError("pack_shared_prefix needs examples whose labels mask exactly a leading prompt "
+                              "(use encode_example).")
+    shared = shared_prefix_length(prompts)
+    ids, labels = list(features[0]["input_ids"][:shared]), [IGNORE_INDEX] * shared
+    positions, owner = list(range(shared)), [-1] * shared  # owner -1: the shared prefix
+    for k, f in enumerate(features):
+        own = list(f["input_ids"][shared:])
+        ids += own
+        labels += list(f["labels"][shared:])
+        positions += range(shared, shared + len(own))
+        owner += [k] * len(own)
+    owner_t = torch.tensor(owner)
+    n = len(ids)
+    visible = torch.ones(n, n, dtype=torch.bool).tril() & (
+        (owner_t[:, None] == owner_t[None, :]) | (owner_t[None, :] == -1))
+    return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+            "position_ids": torch.tensor([positions]), "attention_mask": visible[None, None]}
+
+
 def micro_batch_size(settings) -> int:
     """Examples per forward/backward pass: ``settings.micro_batch_size`` (None: the whole batch).
     The optimizer still steps once per ``batch_size`` examples (gradient accumulation), so a
@@ -506,7 +547,8 @@ def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, o
     )
     progress_bar = _progress_callback(s.max_steps, progress)
     trainer = _trainer_class()(model=model, args=args, train_dataset=train_enc, eval_dataset=val_enc or None,
-                               data_collator=DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE_INDEX),
+                               data_collator=pack_shared_prefix if s.share_prompt_prefix else
+                               DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=IGNORE_INDEX),
                                callbacks=[progress_bar])
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

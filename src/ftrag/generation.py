@@ -24,6 +24,9 @@ from tqdm.auto import tqdm
 
 #: A batch shares its common prefix only when it is at least this long (shorter: not worth a pass).
 MIN_SHARED_PREFIX = 8
+#: At most this many padded prompt tokens per batch: attention and key/value-cache memory grow with
+#: batch x length, and a CPU slows to a crawl beyond that (a stuffed context gets a smaller batch).
+TOKEN_BUDGET = 8192
 
 
 def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
@@ -59,7 +62,7 @@ class Generator:
     own tokens, stop at end of turn)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 72, batch_size: int = 8,
-                 cache_tag: str | None = None, share_prefix: bool = True):
+                 cache_tag: str | None = None, share_prefix: bool = True, token_budget: int = TOKEN_BUDGET):
         """``cache_tag`` names the exact weights (e.g. ``"cpu-base"`` or ``"cpu-adapter-<hash>"``).
 
         With a tag, replies are stored in ``<cache>/generations/<tag>.jsonl`` keyed by the prompt and
@@ -71,6 +74,7 @@ class Generator:
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
+        self.token_budget = token_budget
         self.cache_tag = cache_tag
         self.share_prefix = share_prefix  # False: every row reads its whole prompt (for comparisons)
         self._cache: dict[str, Generation] | None = None
@@ -176,13 +180,11 @@ class Generator:
         return [results[i] for i in range(len(encoded))]
 
     def _batches(self, order: list[int], encoded: list[list[int]]):
-        """Consecutive groups of at most ``batch_size`` prompts and at most ``batch_size * 512``
-        padded tokens: long prompts (a stuffed context) go in smaller batches, because attention
-        memory grows with batch x length squared and a CPU slows to a crawl beyond that."""
-        budget = self.batch_size * 512
+        """Consecutive groups of at most ``batch_size`` prompts and at most ``token_budget`` padded
+        prompt tokens: long prompts (a stuffed context) go in smaller batches."""
         batch: list[int] = []
         for i in order:  # sorted by length, so the last one added is the widest
-            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * len(encoded[i]) > budget):
+            if batch and (len(batch) >= self.batch_size or (len(batch) + 1) * len(encoded[i]) > self.token_budget):
                 yield batch
                 batch = []
             batch.append(i)
