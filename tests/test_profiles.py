@@ -67,6 +67,39 @@ def test_corrupt_cache_gives_the_fix(tmp_path, monkeypatch, cpu_profile):
         profiles.load_model(cpu_profile)
 
 
+def test_nf4_checkpoint_is_cached_and_holds_the_same_weights_as_quantising(cpu_profile):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    cached = profiles.load_model(cpu_profile, quantized=True)
+    folder = profiles.nf4_checkpoint_dir(cpu_profile)
+    assert (folder / "converted.json").exists() and profiles.ensure_nf4_checkpoint(cpu_profile) == folder
+    assert type(cached.model.layers[0].mlp.up_proj).__name__ == "Linear4bit"
+    fresh = AutoModelForCausalLM.from_pretrained(profiles.model_source(cpu_profile), device_map="cpu",
+                                                 quantization_config=profiles.bnb_config(cpu_profile))
+    a, b = cached.state_dict(), fresh.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nf4_cache_depends_on_the_quantisation_settings(cpu_profile, monkeypatch):
+    from transformers import BitsAndBytesConfig
+
+    before = profiles.nf4_checkpoint_dir(cpu_profile)
+    monkeypatch.setattr(profiles, "bnb_config", lambda profile: BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="fp4", bnb_4bit_use_double_quant=True))
+    assert profiles.nf4_checkpoint_dir(cpu_profile) != before
+
+
+def test_corrupt_nf4_cache_gives_the_fix(tmp_path, monkeypatch, cpu_profile):
+    monkeypatch.setenv("FTRAG_CACHE_DIR", str(tmp_path))
+    broken = profiles.nf4_checkpoint_dir(cpu_profile)
+    broken.mkdir(parents=True)
+    (broken / "converted.json").write_text("{}")
+    (broken / "config.json").write_text("{not json")
+    with pytest.raises(CourseError, match="Delete that folder to quantise"):
+        profiles.load_model(cpu_profile, quantized=True)
+
+
 def test_embedder_is_shipped_and_384_dimensional(cpu_profile):
     vec = profiles.load_embedder(cpu_profile).get_text_embedding("Lumio Halo")
     assert len(vec) == 384
