@@ -70,7 +70,7 @@ def main() -> None:
             for batch in batches:
                 loss = finetune.reply_only_loss(model, batch) / len(batches)
                 loss.backward()
-                total += float(loss)
+                total += loss.item()
             if trial:
                 seconds[name].append(time.perf_counter() - start)
                 tokens[name].append(n_tokens)
