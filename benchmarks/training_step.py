@@ -2,7 +2,7 @@
 
     python benchmarks/training_step.py [--trials 6]
 
-Loads the profile's base in 4-bit NF4 with LoRA on every block (the QLoRA lab's model), draws
+Builds the QLoRA lab's model (``finetune.qlora_model``: the base in 4-bit NF4 with LoRA), draws
 random steps of ``batch_size`` training chats, and times the forward + backward pass of each step
 three ways, interleaved so that a slower minute on a shared machine hits all of them alike:
 
@@ -26,7 +26,6 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=6, help="random steps to time (default 6)")
     args = parser.parse_args()
 
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import DataCollatorForSeq2Seq
 
     from ftrag import data, finetune, profiles
@@ -35,10 +34,7 @@ def main() -> None:
     s = profile.training
     tok = profiles.load_tokenizer(profile)
     encoded = finetune.encode_examples(tok, data.load_finetune("train"), s.max_seq_len)
-    model = prepare_model_for_kbit_training(profiles.load_model(profile, quantized=True),
-                                            use_gradient_checkpointing=False)
-    model = get_peft_model(model, LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                                             task_type="CAUSAL_LM", target_modules=finetune.lora_target_modules(model)))
+    model = finetune.qlora_model(profile)  # exactly the model the lab trains
     model.train()
     pad = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=finetune.IGNORE_INDEX)
 

@@ -433,7 +433,8 @@ def pack_shared_prefix(features: Sequence[dict[str, list[int]]]) -> dict[str, An
     row runs it through the model again; packed, it runs once, and a 4D attention mask lets every
     chat's tokens see the prefix and their own earlier tokens only, with the positions they would
     have on their own. Loss and gradients are those of the padded batch (the unit tests compare
-    them); a step of four behaviour chats reads ~30% fewer tokens, in one pass instead of two.
+    them); a step of four behaviour chats read 525 tokens instead of 842 in `make bench`, in one pass
+    instead of two.
 
     The prefix is cut from the *prompts* and leaves each chat at least one prompt token of its own,
     so no supervised token is ever predicted across a chat boundary.
@@ -477,6 +478,23 @@ def micro_batch_size(settings) -> int:
     return micro
 
 
+def qlora_model(profile):
+    """The model a training run updates: the profile's base in 4-bit NF4, prepared for k-bit training,
+    with fresh LoRA adapters on :func:`lora_target_modules` of the adapted blocks."""
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    from . import profiles
+
+    s = profile.training
+    model = profiles.load_model(profile, quantized=True)
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
+                                            gradient_checkpointing_kwargs={"use_reentrant": False})
+    lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+                      task_type="CAUSAL_LM", target_modules=lora_target_modules(model),
+                      layers_to_transform=adapted_blocks(model, s.adapted_blocks))
+    return get_peft_model(model, lora)
+
+
 def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, output_dir: str | os.PathLike,
                   progress: bool = True) -> TrainResult:
     """Train a QLoRA adapter with the profile's :class:`~ftrag.profiles.TrainingSettings`.
@@ -488,7 +506,6 @@ def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, o
     saves the adapter plus ``training.json`` with the measured figures into ``output_dir``.
     """
     import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import DataCollatorForSeq2Seq, TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
@@ -511,13 +528,7 @@ def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, o
         torch.cuda.reset_peak_memory_stats()
     else:
         release_freed_memory()  # models the caller deleted: give their memory back before training
-    model = profiles.load_model(profile, quantized=True)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
-                                            gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                      task_type="CAUSAL_LM", target_modules=lora_target_modules(model),
-                      layers_to_transform=adapted_blocks(model, s.adapted_blocks))
-    model = get_peft_model(model, lora)
+    model = qlora_model(profile)
     trainable, total = model.get_nb_trainable_parameters()  # counts packed 4-bit weights correctly
 
     dtype = profiles.compute_dtype(profile)

@@ -231,34 +231,43 @@ def converted_checkpoint_dir() -> Path:
     return cache_dir() / "models" / "smollm2-135m-instruct-fp32"
 
 
+def _build_once(target: Path, build) -> Path:
+    """``target`` once it holds a finished build: ``build(folder)`` writes into a ``.partial`` folder
+    and returns the marker's contents; the marker is written last and the folder renamed, so an
+    interrupted build (no marker) is thrown away and redone."""
+    if (target / _CONVERTED_MARKER).exists():
+        return target
+    shutil.rmtree(target, ignore_errors=True)
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    start = time.perf_counter()
+    marker = build(tmp)
+    (tmp / _CONVERTED_MARKER).write_text(json.dumps({**marker, "seconds": round(time.perf_counter() - start, 1)}))
+    tmp.rename(target)
+    return target
+
+
 def ensure_cpu_checkpoint(*, verbose: bool = True) -> Path:
     """Convert the shipped GGUF once into a float32 checkpoint in the cache and return its path.
 
     A marker file is written last; a directory without it (an interrupted conversion) or one
     that fails to load is rebuilt.
     """
-    target = converted_checkpoint_dir()
-    if (target / _CONVERTED_MARKER).exists():
-        return target
-    if target.exists():
-        shutil.rmtree(target)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    def convert(folder: Path) -> dict[str, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = smollm2_gguf()
-    if verbose:
-        print(f"Converting {gguf.name} to a float32 checkpoint in {target} (once, ~30 s) ...", flush=True)
-    start = time.perf_counter()
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model.hf_quantizer.remove_quantization_config(model)  # else save_pretrained refuses a GGUF model
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / _CONVERTED_MARKER).write_text(json.dumps({"source": gguf.name,
-                                                     "seconds": round(time.perf_counter() - start, 1)}))
-    tmp.rename(target)
-    return target
+        gguf = smollm2_gguf()
+        if verbose:
+            print(f"Converting {gguf.name} to a float32 checkpoint in {converted_checkpoint_dir()} "
+                  "(once, ~30 s) ...", flush=True)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model.hf_quantizer.remove_quantization_config(model)  # else save_pretrained refuses a GGUF model
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        return {"source": gguf.name}
+
+    return _build_once(converted_checkpoint_dir(), convert)
 
 
 def model_source(profile: Profile) -> str:
@@ -302,12 +311,8 @@ def load_model(profile: Profile, *, quantized: bool | None = None):
     quantized = profile.quantize_for_inference if quantized is None else quantized
     if quantized and not profile.is_gpu:
         source = ensure_nf4_checkpoint(profile)
-        try:
-            model = AutoModelForCausalLM.from_pretrained(str(source), device_map="cpu")
-        except Exception as exc:  # noqa: BLE001 - turned into one readable line
-            raise CourseError(f"The cached NF4 checkpoint in {source} could not be loaded "
-                              f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}). "
-                              "Delete that folder to quantise the model again.") from exc
+        model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(str(source), device_map="cpu"),
+                               profile, folder=source, redo="quantise the model again")
         return model.eval()
     kwargs: dict[str, Any] = {"device_map": profile.device}
     if quantized:
@@ -337,22 +342,15 @@ def ensure_nf4_checkpoint(profile: Profile) -> Path:
     compares them). The QLoRA lab loads NF4 three times. The marker file is written last, so an
     interrupted save is rebuilt.
     """
-    from transformers import AutoModelForCausalLM
+    def quantise(folder: Path) -> dict[str, Any]:
+        from transformers import AutoModelForCausalLM
 
-    target = nf4_checkpoint_dir(profile)
-    if (target / _CONVERTED_MARKER).exists():
-        return target
-    start = time.perf_counter()
-    model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(
-        model_source(profile), device_map="cpu", quantization_config=bnb_config(profile)), profile)
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.rmtree(target, ignore_errors=True)
-    model.save_pretrained(tmp)
-    (tmp / _CONVERTED_MARKER).write_text(json.dumps({"source": str(converted_checkpoint_dir()),
-                                                     "seconds": round(time.perf_counter() - start, 1)}))
-    tmp.rename(target)
-    return target
+        model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(
+            model_source(profile), device_map="cpu", quantization_config=bnb_config(profile)), profile)
+        model.save_pretrained(folder)
+        return {"source": str(converted_checkpoint_dir())}
+
+    return _build_once(nf4_checkpoint_dir(profile), quantise)
 
 
 def load_embedder(profile: Profile):
@@ -362,21 +360,25 @@ def load_embedder(profile: Profile):
     return HuggingFaceEmbedding(model_name=str(embedder_path()), device=profile.device, embed_batch_size=64)
 
 
-def _friendly_load(load, profile: Profile):
+def _friendly_load(load, profile: Profile, *, folder: Path | None = None, redo: str = "rebuild it from the GGUF"):
+    """``load()``, with any failure turned into one CourseError line that says what to do: on gpu,
+    check the download; on cpu, delete the cached ``folder`` (default: the converted checkpoint) to
+    ``redo`` it."""
     try:
         return load()
     except CourseError:
         raise
     except Exception as exc:  # noqa: BLE001 - turned into one readable line below
+        reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         if profile.is_gpu:
             raise CourseError(
-                f"Could not load {profile.model_id} ({str(exc).splitlines()[0]}). The gpu profile downloads "
+                f"Could not load {profile.model_id} ({reason}). The gpu profile downloads "
                 "it from the Hugging Face hub the first time: check the network, the model id in "
                 f"{GPU_MODEL_ENV}, and unset HF_HUB_OFFLINE."
             ) from exc
         raise CourseError(
-            f"The converted checkpoint in {converted_checkpoint_dir()} could not be loaded "
-            f"({str(exc).splitlines()[0]}). Delete that folder to rebuild it from the GGUF."
+            f"The cached checkpoint in {folder or converted_checkpoint_dir()} could not be loaded "
+            f"({reason}). Delete that folder to {redo}."
         ) from exc
 
 
