@@ -207,6 +207,45 @@ def test_packed_row_gives_the_padded_batch_loss_and_gradients(tiny_model):
         assert a.norm() > 0 and ((a - b).norm() / a.norm()) < 1e-4
 
 
+def test_teacher_forcing_row_supervises_each_reply_and_its_end_of_turn(tok):
+    convs = [prompts.chat("Can I return my lamp?"), prompts.chat("Hello!")]
+    replies = ['{"answer": "Yes. Stay bright!"}', "Hi there."]
+    row = finetune.teacher_forcing_row(tok, convs, replies, 512)
+    labels = row["labels"][0].tolist()
+    supervised = [t for t in labels if t != -100]
+    assert tok.decode(supervised) == replies[0] + tok.eos_token + replies[1] + tok.eos_token
+    with pytest.raises(CourseError, match="one reply per conversation"):
+        finetune.teacher_forcing_row(tok, convs, replies[:1], 512)
+
+
+def test_greedy_replies_are_the_top_tokens_of_their_teacher_forced_logits(tiny_model):
+    """The premise of the lab's merge check: the argmax of reply_logits along a greedy reply is
+    that reply (here the base model's own replies, end of turn included)."""
+    from ftrag.generation import Generator
+
+    model, tok = tiny_model
+    convs = [prompts.chat("What is a lamp?"), prompts.chat("Say hello in one short sentence.")]
+    replies = Generator(model, tok, max_new_tokens=40).generate(convs, progress=False)
+    assert all(r.new_tokens < 40 for r in replies)  # both ended with the end-of-turn token
+    row = finetune.teacher_forcing_row(tok, convs, replies, 512)
+    targets = [t for t in row["labels"][0].tolist() if t != -100]
+    assert finetune.reply_logits(model, row).argmax(-1).tolist() == targets
+
+
+def test_next_token_agreement_counts_positions_where_the_top_token_differs():
+    import torch
+
+    a = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.5], [1.0, 0.0, 0.2], [0.0, 0.0, 5.0]])
+    same = finetune.next_token_agreement(a, a + 1e-3)
+    assert same["same_next_token"] == 1.0 and same["positions"] == 4
+    assert same["max_logit_diff"] == pytest.approx(1e-3, rel=1e-3) and same["smallest_top_margin"] == pytest.approx(0.5)
+    b = a.clone()
+    b[1, 2] = 2.5  # the runner-up overtakes at one position of four
+    assert finetune.next_token_agreement(a, b)["same_next_token"] == 0.75
+    with pytest.raises(CourseError, match="same non-empty shape"):
+        finetune.next_token_agreement(a, a[:2])
+
+
 def test_packing_rejects_examples_not_made_by_encode_example():
     bad = {"input_ids": [1, 2, 3, 4], "labels": [-100, 5, -100, 6]}
     with pytest.raises(CourseError, match="encode_example"):
@@ -393,6 +432,10 @@ def test_tiny_training_run_merges_to_the_same_answers(cpu_profile, tmp_path, mon
     loss = finetune.nf4_merge_loss(peft_model)
     assert loss["update_lost_full"] < 1e-3 < loss["update_lost_nf4"]
     adapter_replies = [g.text for g in Generator(peft_model, tok, max_new_tokens=24).generate(questions, progress=False)]
+    row = finetune.teacher_forcing_row(tok, questions, adapter_replies, 512)
+    adapter_logits = finetune.reply_logits(peft_model, row)
     merged = peft_model.merge_and_unload()
     merged_replies = [g.text for g in Generator(merged, tok, max_new_tokens=24).generate(questions, progress=False)]
     assert merged_replies == adapter_replies
+    agreement = finetune.next_token_agreement(adapter_logits, finetune.reply_logits(merged, row))
+    assert agreement["same_next_token"] == 1.0 and agreement["max_logit_diff"] < 1e-2

@@ -387,6 +387,22 @@ def _progress_callback(total: int, enabled: bool):
     return Progress()
 
 
+def _supervised_positions(labels):
+    """``(keep, targets)``: a bool mask of the positions whose next token is supervised, and those
+    next tokens in order (position ``i`` predicts token ``i + 1``)."""
+    targets = labels[:, 1:]
+    keep = labels.new_zeros(labels.shape, dtype=bool)
+    keep[:, :-1] = targets != IGNORE_INDEX
+    return keep, targets[targets != IGNORE_INDEX]
+
+
+def _reply_logits(model, inputs) -> Any:
+    keep, _ = _supervised_positions(inputs["labels"])
+    batch = {k: v for k, v in inputs.items() if k != "labels"}
+    logits = model(**batch, logits_to_keep=keep).logits
+    return logits.reshape(-1, logits.shape[-1])
+
+
 def reply_only_loss(model, inputs) -> Any:
     """Mean cross-entropy over the supervised (reply) tokens, projecting only those positions onto
     the vocabulary.
@@ -398,14 +414,48 @@ def reply_only_loss(model, inputs) -> Any:
     """
     import torch.nn.functional as F
 
-    labels = inputs["labels"]
-    targets = labels[:, 1:]
-    keep = labels.new_zeros(labels.shape, dtype=bool)
-    keep[:, :-1] = targets != IGNORE_INDEX
-    batch = {k: v for k, v in inputs.items() if k != "labels"}
-    logits = model(**batch, logits_to_keep=keep).logits
-    logits = logits.reshape(-1, logits.shape[-1])
-    return F.cross_entropy(logits.float(), targets[targets != IGNORE_INDEX])
+    _, targets = _supervised_positions(inputs["labels"])
+    return F.cross_entropy(_reply_logits(model, inputs).float(), targets)
+
+
+def teacher_forcing_row(tokenizer, conversations: Sequence[Sequence[dict[str, str]]], replies: Sequence[Any],
+                        max_len: int) -> dict[str, Any]:
+    """The ``conversations`` with ``replies`` (texts or generations) as their assistant turns,
+    encoded like training chats (:func:`encode_example`) and packed into one row
+    (:func:`pack_shared_prefix`): what :func:`reply_logits` reads to score a reply without decoding it."""
+    if len(conversations) != len(replies) or not replies:
+        raise CourseError(f"teacher_forcing_row needs one reply per conversation (got {len(replies)} replies "
+                          f"for {len(conversations)} conversations).")
+    chats = [list(c) + [{"role": "assistant", "content": _text(r)}] for c, r in zip(conversations, replies)]
+    return pack_shared_prefix(encode_examples(tokenizer, chats, max_len))
+
+
+def reply_logits(model, row) -> Any:
+    """The model's float32 logits at every position that predicts a reply token of ``row`` (one row
+    per reply token, the end-of-turn included; no gradients). Greedy decoding writes the top token
+    of these at each step."""
+    import torch
+
+    with torch.no_grad():
+        return _reply_logits(model, row).float()
+
+
+def next_token_agreement(logits_a, logits_b) -> dict[str, float]:
+    """Do two models pick the same next token along the same replies?
+
+    ``same_next_token``: share of positions where both rank the same token first. If it is 1.0 on
+    replies that model A wrote greedily, model B would write them too, token for token.
+    ``max_logit_diff``: the largest gap between their logits; ``smallest_top_margin``: the
+    narrowest lead of A's top token over its runner-up (a tie closer than the logit gap could flip).
+    """
+    if logits_a.shape != logits_b.shape or not logits_a.numel():
+        raise CourseError(f"next_token_agreement needs logits of the same non-empty shape, got "
+                          f"{tuple(logits_a.shape)} and {tuple(logits_b.shape)}.")
+    top2 = logits_a.topk(2, dim=-1).values
+    return {"positions": int(logits_a.shape[0]),
+            "same_next_token": (logits_a.argmax(-1) == logits_b.argmax(-1)).float().mean().item(),
+            "max_logit_diff": (logits_a - logits_b).abs().max().item(),
+            "smallest_top_margin": (top2[:, 0] - top2[:, 1]).min().item()}
 
 
 def _trainer_class():

@@ -119,9 +119,10 @@ def get_profile(name: str | None = None) -> Profile:
             context_window=2048,
             max_new_tokens=72,  # the longest reply in the behaviour data is 67 tokens
             # Decoding is bound by reading the weights: one step for 8 / 16 / 32 short prompts took
-            # 118 / 138 / 178 ms, so bigger batches are cheaper per reply (long prompts still get
-            # smaller batches, see generation.TOKEN_BUDGET).
-            generation_batch_size=32,
+            # 118 / 138 / 178 ms, so bigger batches are cheaper per reply; the QLoRA lab's 50 short
+            # facts prompts took 20.0-20.5 s in one batch, 23.3-27.5 s in batches of 32. Long
+            # prompts still get smaller batches (generation.TOKEN_BUDGET: 64 x 128 tokens).
+            generation_batch_size=64,
             eval_knowledge_limit=24,
             eval_unanswerable_limit=10,
             eval_behaviour_limit=16,
