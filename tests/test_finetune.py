@@ -322,10 +322,27 @@ def test_behaviour_report_scores_json_voice_and_handoff():
     assert rep["n"] == 3
     assert rep["json_valid"] == pytest.approx(2 / 3)
     assert rep["needs_human_accuracy"] == pytest.approx(2 / 3)  # the prose reply has no flag: wrong
+    assert rep["handoff_reply_when_needed"] == 1.0 and rep["handoff_reply_when_not_needed"] == 0.0
+    assert rep["handoff_replies_flagged"] == 1.0
+    # the hand-off sentence without the flag: needs_human looks right on the first prompt, yet the
+    # customer got no answer and nobody was told to take over
+    unflagged = prompts.answer_json(prompts.HANDOFF_ANSWER, [], False)
+    over = finetune.behaviour_report([unflagged, handoff, good], [False, True, False])
+    assert over["needs_human_accuracy"] == 1.0
+    assert over["handoff_reply_when_not_needed"] == 0.5 and over["handoff_replies_flagged"] == 0.5
+    only_good = finetune.behaviour_report([good], [False])
+    assert "handoff_reply_when_needed" not in only_good and "handoff_replies_flagged" not in only_good
     assert rep["voice_rules"]["sign_off"] == pytest.approx(2 / 3)
     assert rep["voice_rules"]["no_disclaimer"] == pytest.approx(2 / 3)
     assert 0 < rep["voice"] < 1
     assert "needs_human_accuracy" not in finetune.behaviour_report([good])
+
+
+def test_distinct_first_prefers_replies_not_seen_yet():
+    replies = ["a", "a", "b", "a", "c", "b"]
+    assert finetune.distinct_first(replies, 3) == [0, 2, 4]
+    assert finetune.distinct_first(replies, 4) == [0, 1, 2, 4]
+    assert finetune.distinct_first(replies, 10) == list(range(6))
 
 
 def test_knowledge_report_counts_confident_wrong_answers():

@@ -115,6 +115,19 @@ def voice_score(answer: str) -> float:
 # --------------------------------------------------------------------------- aggregation
 
 
+HANDOFF_PATTERN = re.compile(
+    r"don'?t have (that|this|the|any|enough) (information|info|details)|do not have (that|this|the|any) "
+    r"(information|info|details)|not sure|can'?t find|cannot find|no information|not in the context|"
+    r"teammate|human agent|support team will|pass(ing)? you to|hand(ing)? (you )?over|contact (our )?support",
+    re.IGNORECASE)
+
+
+def says_handoff(text: str) -> bool:
+    """The text declines or passes the customer on ("I don't have that information, so I'm passing
+    you to a teammate"), whatever the ``needs_human`` flag says."""
+    return bool(HANDOFF_PATTERN.search(text))
+
+
 def mean(values: Sequence[float]) -> float:
     return float(statistics.fmean(values)) if values else float("nan")
 

@@ -776,8 +776,13 @@ def behaviour_report(generations: Sequence[Any], expect_needs_human: Sequence[bo
     text (the raw reply where it is not JSON); ``voice_rules``: share of replies passing each rule;
     ``needs_human_accuracy``: share of replies whose ``needs_human`` equals the expected value
     (a missing or invalid flag counts as wrong), over the prompts where one is expected.
+    ``handoff_reply_when_needed`` / ``..._when_not_needed``: share of replies whose *text* declines
+    or passes the customer on (:func:`ftrag.evaluate.says_handoff`) among the prompts that call for
+    a hand-off / that do not (the second is over-refusal: a bot that passes every question on is
+    useless too); ``handoff_replies_flagged``: of the replies whose text hands off, the share that
+    also set ``needs_human`` (without the flag nobody is told to take over).
     """
-    from .evaluate import mean, parse_reply, voice_checks
+    from .evaluate import mean, parse_reply, says_handoff, voice_checks
 
     parsed = [parse_reply(_text(g)) for g in generations]
     checks = [voice_checks(p.answer) for p in parsed]
@@ -791,6 +796,13 @@ def behaviour_report(generations: Sequence[Any], expect_needs_human: Sequence[bo
     if expect_needs_human is not None:
         pairs = [(p, e) for p, e in zip(parsed, expect_needs_human, strict=True) if e is not None]
         report["needs_human_accuracy"] = mean([float(p.needs_human is e) for p, e in pairs])
+        for key, expected in (("handoff_reply_when_needed", True), ("handoff_reply_when_not_needed", False)):
+            said = [float(says_handoff(p.answer)) for p, e in pairs if e is expected]
+            if said:
+                report[key] = mean(said)
+    handoffs = [p for p in parsed if says_handoff(p.answer)]
+    if handoffs:
+        report["handoff_replies_flagged"] = mean([float(p.needs_human is True) for p in handoffs])
     return report
 
 
@@ -817,8 +829,24 @@ def behaviour_table(reports: Mapping[str, Mapping[str, Any]]):
         col.update({f"voice: {rule}": share for rule, share in rep["voice_rules"].items()})
         if "needs_human_accuracy" in rep:
             col["needs_human correct"] = rep["needs_human_accuracy"]
+        for key, label in (("handoff_reply_when_needed", "hand-off reply, when needed"),
+                           ("handoff_reply_when_not_needed", "hand-off reply, when not needed"),
+                           ("handoff_replies_flagged", "hand-off replies that set needs_human")):
+            if key in rep:
+                col[label] = rep[key]
         rows[name] = col
     return pd.DataFrame(rows)
+
+
+def distinct_first(replies: Sequence[Any], n: int) -> list[int]:
+    """Indices of up to ``n`` replies, the first of each distinct text before any repeat (then the
+    rest in order): a sample that shows as many different replies as there are."""
+    seen: set[str] = set()
+    firsts, repeats = [], []
+    for i, reply in enumerate(replies):
+        (repeats if _text(reply) in seen else firsts).append(i)
+        seen.add(_text(reply))
+    return sorted((firsts + repeats)[:n])
 
 
 def side_by_side(questions: Sequence[str], columns: Mapping[str, Sequence[Any]], *, n: int = 4,

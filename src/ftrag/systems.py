@@ -14,7 +14,6 @@ so their numbers are comparable by construction.
 """
 from __future__ import annotations
 
-import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -118,18 +117,11 @@ def evaluation_questions(course, profile):
 
 # --------------------------------------------------------------------------- metrics over answers
 
-HANDOFF_PATTERN = re.compile(
-    r"don'?t have (that|this|the|any|enough) (information|info|details)|do not have (that|this|the|any) "
-    r"(information|info|details)|not sure|can'?t find|cannot find|no information|not in the context|"
-    r"teammate|human agent|support team will|pass(ing)? you to|hand(ing)? (you )?over|contact (our )?support",
-    re.IGNORECASE)
-
-
 def is_handoff(answer: Answer) -> bool:
     """The system declined and handed over: ``needs_human`` in valid JSON, else hand-off wording."""
     if answer.parsed.valid:
         return bool(answer.parsed.needs_human)
-    return bool(HANDOFF_PATTERN.search(answer.parsed.raw))
+    return evaluate.says_handoff(answer.parsed.raw)
 
 
 def is_correct(answer: Answer, accepted: Sequence[str]) -> bool:
