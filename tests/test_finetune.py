@@ -402,6 +402,80 @@ def test_behaviour_prompt_sets_follow_the_profile(cpu_profile):
     assert len(everything["validation"][0]) == len(course.finetune_val)
 
 
+# --------------------------------------------------------------------------- NF4 training on a CPU
+
+
+def _lora_gradients(profile, row, *, eval_pass_first: bool):
+    import torch
+
+    torch.manual_seed(0)  # the same LoRA initialisation for every model
+    model = finetune.qlora_model(profile)
+    if eval_pass_first:  # what Trainer.evaluate() does before the first step
+        model.eval()
+        with torch.no_grad():
+            model(**{k: v for k, v in row.items() if k != "labels"})
+    model.train()
+    loss = finetune.reply_only_loss(model, row)
+    loss.backward()
+    return loss.item(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.slow
+def test_an_eval_pass_before_training_leaves_the_lora_gradients_unchanged(cpu_profile, tok):
+    """On a CPU with AVX512-BF16, bitsandbytes repacks NF4 weights for inference at the first eval
+    pass, and back-propagating through the repacked layers gives wrong gradients (160% off on such
+    a machine before finetune.keep_nf4_trainable). Elsewhere both runs are trivially the same."""
+    profile = cpu_profile.with_training(adapted_blocks=3)
+    row = finetune.pack_shared_prefix(finetune.encode_examples(tok, _packing_examples()[:2], 512))
+    fresh_loss, fresh = _lora_gradients(profile, row, eval_pass_first=False)
+    loss, after_eval = _lora_gradients(profile, row, eval_pass_first=True)
+    assert loss == pytest.approx(fresh_loss, rel=1e-5)
+    nonzero = [n for n, g in fresh.items() if g.norm() > 0]
+    assert len(nonzero) >= len(fresh) // 2  # LoRA's B matrices (A starts with zero gradient: B = 0)
+    for name in nonzero:
+        assert ((after_eval[name] - fresh[name]).norm() / fresh[name].norm()) < 1e-4, name
+
+
+def _nf4_layer():
+    import bitsandbytes as bnb
+    import torch
+
+    torch.manual_seed(0)
+    layer = bnb.nn.Linear4bit(64, 32, bias=False, compute_dtype=torch.float32, quant_type="nf4")
+    layer.load_state_dict({"weight": torch.randn(32, 64)})
+    return layer.to("cpu"), torch.randn(3, 64)
+
+
+def test_keep_nf4_trainable_keeps_the_trainable_layout_after_an_eval_pass():
+    import torch
+
+    layer, x = _nf4_layer()
+    expected = layer(x).detach()
+    assert finetune.keep_nf4_trainable(torch.nn.Sequential(layer)) == 1
+    layer.eval()
+    with torch.no_grad():
+        assert torch.equal(layer(x), expected)  # still the standard kernel
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+    layer.train()
+    x.requires_grad_(True)
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.norm() > 0
+
+
+def test_keep_nf4_trainable_refuses_a_layer_already_repacked():
+    import torch
+    from bitsandbytes.functional import has_avx512bf16
+
+    layer, x = _nf4_layer()
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    if not has_avx512bf16():
+        pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks here")
+    with pytest.raises(CourseError, match="Load a fresh one"):
+        finetune.keep_nf4_trainable(torch.nn.Sequential(layer))
+
+
 # --------------------------------------------------------------------------- a real (tiny) run
 
 
