@@ -208,6 +208,27 @@ def test_generators_are_deterministic_and_match_shipped_files(tmp_path, script, 
         assert runs[0][name] == (DATA_DIR / folder / name).read_bytes(), f"{folder}/{name} is out of date"
 
 
+def test_handoff_share_changes_only_the_training_hand_offs(tmp_path):
+    """make_finetune.py --handoff-share (benchmarks/handoff_decision.py) thins out the hand-off chats
+    of the training split; validation keeps its mix (its random draws come later, so its passages
+    differ), and the result still loads."""
+    from ftrag.data import load_finetune
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
+    script = str(REPO_ROOT / "data" / "scripts" / "make_finetune.py")
+    subprocess.run([sys.executable, script, "--out", str(tmp_path), "--handoff-share", "0.2"],
+                   check=True, env=env, capture_output=True)
+    fewer, shipped = load_finetune("train", tmp_path / "train.jsonl"), load_finetune("train")
+    count = lambda rows, kind: sum(e.kind == kind for e in rows)  # noqa: E731
+    assert count(fewer, "handoff") < count(shipped, "handoff")
+    assert count(fewer, "grounded") == count(shipped, "grounded") and count(fewer, "chitchat") == count(shipped, "chitchat")
+    val_fewer, val_shipped = load_finetune("val", tmp_path / "val.jsonl"), load_finetune("val")
+    assert all(count(val_fewer, k) == count(val_shipped, k) for k in ("grounded", "handoff", "chitchat"))
+    bad = subprocess.run([sys.executable, script, "--out", str(tmp_path / "bad"), "--handoff-share", "1.5"],
+                         env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "between 0 and 1" in bad.stderr
+
+
 # --------------------------------------------------------------------------- the validator rejects bad files
 
 GOOD_Q = {"id": "k001", "question": "How much is Plus?", "answers": ["$4.99"], "article_ids": ["kb-plan-plus"],

@@ -18,6 +18,10 @@ byte-identical files. Standard library only.
 
     PYTHONPATH=src python data/scripts/make_finetune.py            # writes data/finetune/
     PYTHONPATH=src python data/scripts/make_finetune.py --out /tmp/ft
+    PYTHONPATH=src python data/scripts/make_finetune.py --out /tmp/ft --handoff-share 0.2   # fewer hand-offs
+
+``--handoff-share`` changes the mix (benchmarks/handoff_decision.py measures what that does); the
+shipped files use the default.
 """
 from __future__ import annotations
 
@@ -40,6 +44,8 @@ from ftrag.evaluate import parse_reply, voice_checks  # noqa: E402
 from ftrag.prompts import HANDOFF_ANSWER, answer_json, chat  # noqa: E402
 
 SEED = 20240917
+#: Share of the training facts that also get a hand-off chat (the same question without its passage).
+HANDOFF_SHARE = 0.5
 VAL_BUSINESSES = ("vet", "music", "carshare")  # held out: val passages are about unseen businesses
 VAL_CHITCHAT = 4
 MAX_ANSWER_WORDS = 40
@@ -84,7 +90,9 @@ def _passages(rng: random.Random, target: tuple[str, str] | None, pool: list[tup
     return chosen
 
 
-def build() -> dict[str, list[dict]]:
+def build(handoff_share: float = HANDOFF_SHARE) -> dict[str, list[dict]]:
+    if not 0 <= handoff_share <= 1:
+        raise SystemExit(f"handoff_share must be between 0 and 1, got {handoff_share}")
     rng = random.Random(SEED)
     for business, passage, _, _ in FACTS:
         assert "lumio" not in passage.lower(), passage
@@ -103,7 +111,7 @@ def build() -> dict[str, list[dict]]:
                 ctx = _passages(rng, (doc_id, passage), pool, business, doc_id)
                 out.append(_example("grounded", question, ctx, answer, [doc_id], False))
             # the same question without its passage: the model must hand off instead of guessing
-            if split == "val" or rng.random() < 0.5:
+            if split == "val" or rng.random() < handoff_share:
                 question = rng.choice(questions)
                 ctx = _passages(rng, None, pool, business, doc_id)
                 out.append(_example("handoff", question, ctx, HANDOFF_ANSWER, [], True))
@@ -120,10 +128,10 @@ def build() -> dict[str, list[dict]]:
     return splits
 
 
-def write(out_dir: Path) -> dict[str, int]:
+def write(out_dir: Path, handoff_share: float = HANDOFF_SHARE) -> dict[str, int]:
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
-    for split, rows in build().items():
+    for split, rows in build(handoff_share).items():
         text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
         (out_dir / f"{split}.jsonl").write_bytes(text.encode("utf-8"))
         counts[split] = len(rows)
@@ -134,8 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "data" / "finetune",
                         help="output folder (default: data/finetune)")
+    parser.add_argument("--handoff-share", type=float, default=HANDOFF_SHARE,
+                        help=f"share of training facts that also get a hand-off chat (default {HANDOFF_SHARE})")
     args = parser.parse_args(argv)
-    counts = write(args.out)
+    counts = write(args.out, args.handoff_share)
     print(", ".join(f"{k}: {v} examples" for k, v in counts.items()), "->", args.out)
 
 

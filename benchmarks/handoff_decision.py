@@ -1,0 +1,100 @@
+"""Benchmark: does the behaviour adapter learn *when* to hand off, or only *how often*?
+
+    python benchmarks/handoff_decision.py            # the four runs below, about 25 minutes on 2 cores
+    python benchmarks/handoff_decision.py --runs 24:0.5 96:0.5
+
+Each run trains the profile's behaviour adapter (``finetune.ensure_adapter``, so a run already in
+``.cache/adapters`` is read back, the lab's own 24-step adapter included) for ``STEPS`` optimizer
+steps on the behaviour data built with ``data/scripts/make_finetune.py --handoff-share SHARE``,
+then asks it the QLoRA lab's 32 behaviour prompts (``finetune.behaviour_prompt_sets``) and prints:
+
+* ``hand-off, answer needed``: share of replies whose text hands off where the context held the
+  answer (over-refusal);
+* ``hand-off, hand-off needed``: the same share where a hand-off was right;
+* ``gap``: the second minus the first. A model that reads the context to decide has a large gap;
+  a model that has only learned how common hand-offs are has a gap near zero, whatever its level;
+* ``flagged``: of the hand-off replies, the share that also set ``needs_human``.
+
+Runs are given as ``STEPS:SHARE``. The default set is the lab's run (24 steps, share 0.5: 106 of
+358 training chats hand off), two longer runs and one with fewer hand-off chats. It asserts
+nothing: the figures are for reading, and the QLoRA lab quotes them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_RUNS = ("24:0.5", "48:0.5", "96:0.5", "24:0.2")
+
+
+def _run(spec: str) -> tuple[int, float]:
+    try:
+        steps, share = spec.split(":")
+        return int(steps), float(share)
+    except ValueError:
+        raise SystemExit(f"a run is STEPS:SHARE, such as 24:0.5; got {spec!r}") from None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), metavar="STEPS:SHARE",
+                        help=f"runs to measure (default: {' '.join(DEFAULT_RUNS)})")
+    args = parser.parse_args()
+    runs = [_run(spec) for spec in args.runs]
+
+    sys.path.insert(0, str(REPO / "data" / "scripts"))
+    import make_finetune
+
+    from ftrag import data, finetune, profiles
+    from ftrag.generation import Generator
+
+    profile = profiles.get_profile()
+    course = data.load_all()
+    tok = profiles.load_tokenizer(profile)
+    prompt_sets = finetune.behaviour_prompt_sets(course, profile)
+    conversations = prompt_sets["validation"][0] + prompt_sets["format"][0]
+    expected = prompt_sets["validation"][1] + prompt_sets["format"][1]
+    print(f"{profile.name} profile, {profiles.device_summary(profile)}; {len(conversations)} behaviour prompts, "
+          f"{sum(bool(e) for e in expected)} of them call for a hand-off")
+
+    rows = []
+    for steps, share in runs:
+        with tempfile.TemporaryDirectory() as tmp:
+            make_finetune.write(Path(tmp), share)
+            train = data.load_finetune("train", Path(tmp) / "train.jsonl")
+            val = data.load_finetune("val", Path(tmp) / "val.jsonl")
+        handoff_chats = sum(e.kind == "handoff" for e in train)
+        start = time.perf_counter()
+        run = finetune.ensure_adapter(profile.with_training(max_steps=steps), "behaviour", train, val)
+        model = finetune.load_tuned(profile, run.adapter_dir)
+        generator = Generator(model, tok, max_new_tokens=profile.max_new_tokens,
+                              batch_size=profile.generation_batch_size,
+                              cache_tag=finetune.adapter_cache_tag(profile, run.adapter_dir))
+        report = finetune.behaviour_report(generator.generate(conversations, desc=f"{steps} steps, share {share}"),
+                                           expected)
+        del model, generator
+        rows.append({
+            "steps": steps, "hand-off chats": f"{handoff_chats} of {len(train)}",
+            "train s": f"{run.seconds:.0f}{' (cached)' if run.cached else ''}",
+            "val loss": f"{run.val_losses[-1][1]:.2f}",
+            "JSON valid": f"{report['json_valid']:.2f}",
+            "hand-off, answer needed": f"{report['handoff_reply_when_not_needed']:.2f}",
+            "hand-off, hand-off needed": f"{report['handoff_reply_when_needed']:.2f}",
+            "gap": f"{report['handoff_reply_when_needed'] - report['handoff_reply_when_not_needed']:+.2f}",
+            "flagged": f"{report.get('handoff_replies_flagged', float('nan')):.2f}",
+            "wall s": f"{time.perf_counter() - start:.0f}",
+        })
+        print(" | ".join(f"{k} {v}" for k, v in rows[-1].items()), flush=True)
+
+    header = list(rows[0])
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(str(row[h]) for h in header) + " |")
+
+
+if __name__ == "__main__":
+    main()
