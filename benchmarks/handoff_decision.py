@@ -49,8 +49,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "data" / "scripts"))
     import make_finetune
 
-    from ftrag import data, finetune, profiles
-    from ftrag.generation import Generator
+    from ftrag import data, finetune, profiles, systems
 
     profile = profiles.get_profile()
     course = data.load_all()
@@ -70,13 +69,10 @@ def main() -> None:
         handoff_chats = sum(e.kind == "handoff" for e in train)
         start = time.perf_counter()
         run = finetune.ensure_adapter(profile.with_training(max_steps=steps), "behaviour", train, val)
-        model = finetune.load_tuned(profile, run.adapter_dir)
-        generator = Generator(model, tok, max_new_tokens=profile.max_new_tokens,
-                              batch_size=profile.generation_batch_size,
-                              cache_tag=finetune.adapter_cache_tag(profile, run.adapter_dir))
+        generator = systems.tuned_generator(profile, run.adapter_dir, tokenizer=tok)
         report = finetune.behaviour_report(generator.generate(conversations, desc=f"{steps} steps, share {share}"),
                                            expected)
-        del model, generator
+        del generator
         rows.append({
             "steps": steps, "hand-off chats": f"{handoff_chats} of {len(train)}",
             "train s": f"{run.seconds:.0f}{' (cached)' if run.cached else ''}",

@@ -528,5 +528,12 @@ def test_tiny_training_run_merges_to_the_same_answers(cpu_profile, tmp_path, mon
     merged = peft_model.merge_and_unload()
     merged_replies = [g.text for g in Generator(merged, tok, max_new_tokens=24).generate(questions, progress=False)]
     assert merged_replies == adapter_replies
+    from ftrag import systems
+
+    tuned = systems.tuned_generator(profile, run.adapter_dir, tokenizer=tok)  # what the labs ask
+    assert tuned.cache_tag == finetune.adapter_cache_tag(profile, run.adapter_dir)
+    assert (tuned.max_new_tokens, tuned.batch_size) == (profile.max_new_tokens, profile.generation_batch_size)
+    tuned.max_new_tokens = 24
+    assert [g.text for g in tuned.generate(questions, progress=False)] == merged_replies
     agreement = finetune.next_token_agreement(adapter_logits, finetune.reply_logits(merged, row))
     assert agreement["same_next_token"] == 1.0 and agreement["max_logit_diff"] < 1e-2

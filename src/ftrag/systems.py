@@ -90,6 +90,17 @@ def base_generator(profile, model=None, tokenizer=None) -> Generator:
                      batch_size=profile.generation_batch_size, cache_tag=f"{profile.name}-{profile.model_label}-base-{GENERATION_VERSION}")
 
 
+def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
+    """A Generator over the profile's full-precision base with the adapter merged in
+    (:func:`ftrag.finetune.load_tuned`); its reply cache is keyed by the adapter's weights, so every
+    lab and benchmark that asks the same adapter the same prompt reuses the reply."""
+    from . import finetune, profiles
+
+    tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
+    return Generator(finetune.load_tuned(profile, adapter_dir), tokenizer, max_new_tokens=profile.max_new_tokens,
+                     batch_size=profile.generation_batch_size, cache_tag=finetune.adapter_cache_tag(profile, adapter_dir))
+
+
 GENERATION_VERSION = "g1"
 
 
