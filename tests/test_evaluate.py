@@ -53,3 +53,45 @@ def test_bootstrap_interval_contains_the_mean_and_is_deterministic():
     lo, hi = evaluate.bootstrap_ci(values)
     assert lo < 0.75 < hi and (lo, hi) == evaluate.bootstrap_ci(values)
     assert evaluate.bootstrap_ci([1.0, 1.0]) == (1.0, 1.0)
+
+
+@pytest.mark.parametrize("answer, accepted, expected", [
+    ("The Orbit is priced at $149, and the shade is priced at $59.", ["$149"], False),   # two prices
+    ("The Orbit costs $149. Stay bright!", ["$149"], True),
+    ("You have 30 days to return it, or 14 days for opened items.", ["30 days"], False),  # two day counts
+    ("You have 30 days to return it, and a refund takes 5 business days.", ["30 days"], True),  # other unit
+    ("Delivery takes 5-8 business days.", ["5–8 business days", "5-8 business days"], True),
+    ("Error E21 means the bulb is too hot; wait 10 minutes.", ["10 minutes"], True),   # E21 is a name
+    ("Gift cards come in $25, $50 and $100.", ["$25, $50 and $100"], True),
+    ("Up to 1,000 calls per hour.", ["1,000", "1000"], True),
+    ("The student discount is 40% off, then 20% off.", ["40%"], False),
+])
+def test_is_correct_rejects_a_conflicting_value_of_the_same_kind(answer, accepted, expected):
+    assert evaluate.is_correct(answer, accepted) is expected
+
+
+def test_typed_values_reads_money_percent_and_quantities():
+    values = evaluate.typed_values("From $4.99 (40% off) for 14-day trials or 3 homes; error E21; CR2032")
+    assert values == {("money", "$4.99"), ("percent", "40"), ("day", "14"), ("home", "3")}
+
+
+def test_wilson_interval_is_never_zero_width_and_matches_known_values():
+    lo, hi = evaluate.wilson_ci([0] * 24)
+    assert lo == 0.0 and 0.13 < hi < 0.15
+    lo, hi = evaluate.wilson_ci([1] * 3 + [0] * 21)   # 3/24 = 0.125
+    assert abs(lo - 0.0434) < 1e-3 and abs(hi - 0.3100) < 1e-3
+    with pytest.raises(ValueError):
+        evaluate.wilson_ci([0.5, 1.0])
+
+
+def test_mcnemar_exact_p_values():
+    assert evaluate.mcnemar([1] * 6, [0] * 6).p_value == pytest.approx(2 / 64)
+    assert evaluate.mcnemar([1, 0], [0, 1]).p_value == 1.0
+    assert evaluate.mcnemar([1, 1], [1, 1]).p_value == 1.0
+    assert not evaluate.mcnemar([1, 1, 1, 0], [0, 0, 0, 0]).significant   # 3 vs 0: p = 0.25
+
+
+def test_is_handoff_reads_the_flag_or_the_words():
+    assert evaluate.is_handoff(evaluate.parse_reply(prompts.answer_json("Sure!", [], True)))
+    assert evaluate.is_handoff(evaluate.parse_reply("I'm passing you to a teammate."))
+    assert not evaluate.is_handoff(evaluate.parse_reply(prompts.answer_json("It is $5.", [], False)))

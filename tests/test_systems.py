@@ -28,10 +28,52 @@ def test_scores_count_accuracy_citations_validity_and_handoffs():
                     _answer("u2", "The CEO is Ada.")]
     s = systems.score("x", knowledge, QUESTIONS, unanswerable).summary()
     assert s["knowledge_accuracy"] == 0.5
-    assert s["citation_accuracy"] == 1.0          # both report a gold article that was retrieved
+    assert s["citation_accuracy"] == 0.5          # only the valid reply's own sources count
+    assert s["gold_retrieved"] == 1.0             # ... while retrieval found the gold article both times
+    assert s["confident_wrong"] == 0.5            # the prose "14 days" is wrong and not a hand-off
     assert s["schema_validity"] == 0.5            # 2 of 4 replies are schema JSON
     assert s["refusal_accuracy"] == 0.5
+    assert s["answer_rate_when_retrieved"] == 1.0
     assert s["prompt_tokens"] == 100
+
+
+def test_invalid_reply_cites_nothing_even_when_retrieval_found_the_gold_article():
+    prose = _answer("k1", "It is $4.99. [kb-plus]", ["kb-plus"])
+    assert prose.sources == () and prose.retrieved_ids == ("kb-plus",)
+    assert not systems.cites_gold(prose, ["kb-plus"])
+
+
+def test_one_handoff_rule_for_valid_and_invalid_replies():
+    worded_unflagged = _answer("u", prompts.answer_json(prompts.HANDOFF_ANSWER, [], False))
+    flagged = _answer("u", prompts.answer_json("Let me check.", [], True))
+    prose = _answer("u", "I don't have that information, so I'm passing you to a teammate.")
+    assert all(systems.is_handoff(a) for a in (worded_unflagged, flagged, prose))
+    assert not systems.is_handoff(_answer("u", prompts.answer_json("It costs $10.", [], False)))
+
+
+def test_handing_everything_off_scores_zero_answer_rate():
+    handoff = prompts.answer_json(prompts.HANDOFF_ANSWER, [], True)
+    knowledge = [_answer("k1", handoff, ["kb-plus"]), _answer("k2", handoff, ["kb-other"])]
+    s = systems.score("x", knowledge, QUESTIONS, [_answer("u1", handoff)]).summary()
+    assert s["refusal_accuracy"] == 1.0 and s["answer_rate_when_retrieved"] == 0.0   # k2: gold not retrieved
+    assert s["confident_wrong"] == 0.0
+
+
+def test_two_prices_for_one_price_question_is_wrong():
+    both = _answer("k1", "The Plus plan is $4.99 a month or $49 a year.")
+    assert not systems.is_correct(both, QUESTIONS[0].answers)
+    assert systems.is_correct(_answer("k1", "Plus is $4.99 a month."), QUESTIONS[0].answers)
+
+
+def test_paired_test_needs_the_same_questions_and_counts_discordant_pairs():
+    right, wrong = _answer("k1", "It is $4.99."), _answer("k1", "It is $9.")
+    a = systems.score("a", [right, right], QUESTIONS[:1] * 2)
+    b = systems.score("b", [wrong, right], QUESTIONS[:1] * 2)
+    test = systems.paired(a, b)
+    assert (test.a_only, test.b_only) == (1, 0) and test.p_value == 1.0
+    import pytest
+    with pytest.raises(ValueError):
+        systems.paired(a, systems.score("c", [right], QUESTIONS[:1]))
 
 
 def test_after_update_uses_the_updated_gold():

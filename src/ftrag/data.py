@@ -38,6 +38,7 @@ CHAT_ROLES = ("system", "user", "assistant")
 CHAT_KINDS = ("grounded", "handoff", "chitchat")
 FINETUNE_SPLITS = ("train", "val")
 INJECT_SPLITS = ("train", "test")
+EVAL_SPLITS = ("dev", "test")
 
 _ID_RE = re.compile(r"^kb-[a-z0-9]+(?:-[a-z0-9]+)*$")
 _KEY_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_-]*)\s*:\s*(.*)$")
@@ -176,6 +177,19 @@ class InjectFactQuestion:
 
 
 @dataclass(frozen=True)
+class EvalSplit:
+    """One side of the fixed dev/test split of the evaluation questions (``data/eval/splits.jsonl``).
+
+    Settings are chosen on ``dev``; the numbers the chapters quote are measured on ``test``."""
+
+    name: str
+    knowledge: tuple[KnowledgeQuestion, ...]
+    unanswerable: tuple[UnanswerableQuestion, ...]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
 class CourseData:
     """Everything in ``data/``, validated together by :func:`load_all`."""
 
@@ -190,8 +204,27 @@ class CourseData:
     inject_train: tuple[InjectFactExample, ...]
     inject_test: tuple[InjectFactQuestion, ...]
     data_dir: Path = field(compare=False, repr=False, default=Path("data"))
+    splits: tuple[EvalSplit, ...] = field(default=(), repr=False)
 
     __hash__ = None  # type: ignore[assignment]
+
+    def split(self, name: str) -> EvalSplit:
+        """The ``dev`` or ``test`` questions (see :func:`load_splits`)."""
+        for s in self.splits:
+            if s.name == name:
+                return s
+        raise DataError(f"no evaluation split named {name!r}; the splits are {', '.join(EVAL_SPLITS)} "
+                        "(data/eval/splits.jsonl, written by data/scripts/make_splits.py)")
+
+    @property
+    def dev(self) -> EvalSplit:
+        """Questions for choosing settings. Code that picks a setting reads only these."""
+        return self.split("dev")
+
+    @property
+    def test(self) -> EvalSplit:
+        """Questions for reporting. Never tune on them."""
+        return self.split("test")
 
     def articles(self, after_update: bool = False) -> tuple[Article, ...]:
         return self.kb_after_update if after_update else self.kb
@@ -452,6 +485,43 @@ def load_unanswerable(path: Path | str | None = None) -> list[UnanswerableQuesti
     return out
 
 
+def load_splits(knowledge: Sequence[KnowledgeQuestion], unanswerable: Sequence[UnanswerableQuestion],
+                path: Path | str | None = None) -> tuple[EvalSplit, ...]:
+    """``data/eval/splits.jsonl``: one ``{"id": ..., "split": "dev"|"test"}`` line per evaluation
+    question. Every knowledge and unanswerable question must be in exactly one split, and neither
+    split may be empty."""
+    path = Path(path) if path else _data_dir() / "eval" / "splits.jsonl"
+    questions = {q.id: q for q in [*knowledge, *unanswerable]}
+    remake = "regenerate it with `PYTHONPATH=src python data/scripts/make_splits.py`"
+    assigned: dict[str, tuple[str, int]] = {}
+    for line, obj in _read_jsonl(path):
+        rec = _Record(path, line, obj, ("id", "split"))
+        qid, name = rec.text("id"), rec.text("split")
+        if name not in EVAL_SPLITS:
+            raise rec.error(f"unknown split {name!r}", f"use one of {', '.join(EVAL_SPLITS)}")
+        if qid not in questions:
+            raise rec.error(f"unknown question id {qid!r} (not in knowledge.jsonl or unanswerable.jsonl)",
+                            f"remove the line or fix the id; or {remake}")
+        if qid in assigned:
+            first_split, first_line = assigned[qid]
+            where = "both splits" if first_split != name else f"{name} twice"
+            raise rec.error(f"question {qid!r} is in {where} (first on line {first_line})",
+                            "keep one line per question: a question is either dev or test")
+        assigned[qid] = (name, line)
+    missing = [qid for qid in questions if qid not in assigned]
+    if missing:
+        raise _error(path, 1, f"{len(missing)} question(s) in no split, e.g. {missing[0]!r}",
+                     f"add a line for each, or {remake}")
+    out = []
+    for name in EVAL_SPLITS:
+        ids = {qid for qid, (s, _) in assigned.items() if s == name}
+        if not ids:
+            raise _error(path, 1, f"the {name} split is empty", f"put about a third of the questions in dev; {remake}")
+        out.append(EvalSplit(name, tuple(q for q in knowledge if q.id in ids),
+                             tuple(q for q in unanswerable if q.id in ids)))
+    return tuple(out)
+
+
 def _passages(rec: _Record, key: str) -> tuple[tuple[str, str], ...]:
     value = rec.obj.get(key)
     ok = isinstance(value, list) and all(
@@ -656,11 +726,13 @@ def load_all(data_dir: Path | str | None = None) -> CourseData:
             raise _source_error(q.source, f"{q.id}: unknown fact_id {q.fact_id!r} (no training example states it)",
                                 "use a fact_id from inject_facts/train.jsonl")
     check_leaks([knowledge, unanswerable, format_prompts, inj_test], [*ft_train, *ft_val, *inj_train])
+    splits = load_splits(knowledge, unanswerable, root / "eval" / "splits.jsonl")
 
     return CourseData(
         kb=tuple(kb), kb_updates=tuple(updates), kb_after_update=tuple(after), knowledge=tuple(knowledge),
         unanswerable=tuple(unanswerable), format_prompts=tuple(format_prompts), finetune_train=tuple(ft_train),
         finetune_val=tuple(ft_val), inject_train=tuple(inj_train), inject_test=tuple(inj_test), data_dir=root,
+        splits=splits,
     )
 
 
@@ -673,6 +745,7 @@ def summary(data: CourseData) -> dict[str, int]:
         "knowledge_questions": len(data.knowledge),
         "knowledge_changed_by_update": sum(q.changes_after_update for q in data.knowledge),
         "unanswerable_questions": len(data.unanswerable),
+        **{f"{s.name}_{kind}": len(getattr(s, kind)) for s in data.splits for kind in ("knowledge", "unanswerable")},
         "format_prompts": len(data.format_prompts),
         "finetune_train": len(data.finetune_train),
         "finetune_val": len(data.finetune_val),
@@ -684,7 +757,7 @@ def summary(data: CourseData) -> dict[str, int]:
 
 __all__ = [
     "Article", "ArticleUpdate", "KnowledgeQuestion", "UnanswerableQuestion", "FormatPrompt", "ChatExample",
-    "InjectFactExample", "InjectFactQuestion", "CourseData", "CATEGORIES", "load_kb", "load_kb_updates",
+    "InjectFactExample", "InjectFactQuestion", "CourseData", "EvalSplit", "EVAL_SPLITS", "load_splits", "CATEGORIES", "load_kb", "load_kb_updates",
     "apply_updates", "load_knowledge_questions", "load_unanswerable", "load_format_prompts", "load_finetune",
     "load_inject_facts", "load_all", "check_leaks", "summary",
 ]

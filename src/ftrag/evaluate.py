@@ -7,10 +7,11 @@ where the model did not produce valid JSON (a base model often answers correctly
 from __future__ import annotations
 
 import json
+import math
 import re
 import statistics
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .prompts import ANSWER_KEYS, SIGN_OFF
@@ -74,9 +75,56 @@ def normalize(text: str) -> str:
 
 
 def matches(answer: str, accepted: Iterable[str]) -> bool:
-    """True when any accepted variant appears in the answer as whole words (after normalising)."""
+    """True when any accepted variant appears in the answer as whole words (after normalising).
+    This is *mentions*, not *correct*: see :func:`is_correct`."""
     hay = f" {normalize(answer)} "
     return any(f" {normalize(variant)} " in hay for variant in accepted if normalize(variant))
+
+
+# A value that a question can have two of: a sum of money, a percentage, or a number with its unit
+# ("30 days", "5-8 business days", "14-day"). A number glued to letters ("E21", "GU10", "CR2032") is
+# a name, not a value, and is left alone.
+_NUMBER = r"\d[\d,]*(?:\.\d+)?"
+_MONEY = re.compile(rf"([$€£])\s?({_NUMBER})")
+_PERCENT = re.compile(rf"(?<![\w.])({_NUMBER})\s?%")
+_QUANTITY = re.compile(
+    rf"(?<![\w$€£.,:+-])({_NUMBER}(?:\s?(?:–|-|to)\s?{_NUMBER})?)(?:\s|-)(?!%)([a-z]+)", re.IGNORECASE)
+_RANGE_SEP = re.compile(r"\s?(?:–|-|to)\s?")
+
+
+def _unit(word: str) -> str:
+    word = word.lower()
+    return word[:-1] if word.endswith("s") and not word.endswith("ss") and len(word) > 3 else word
+
+
+def typed_values(text: str) -> set[tuple[str, str]]:
+    """The values a text states, as ``(kind, value)``: ``("money", "$4.99")``, ``("percent", "40")``,
+    ``("day", "30")``, ``("business", "5-8")`` (a quantity's kind is its unit, singular)."""
+    out: set[tuple[str, str]] = set()
+    for symbol, number in _MONEY.findall(text):
+        out.add(("money", symbol + number.replace(",", "").rstrip(".")))
+    for number in _PERCENT.findall(text):
+        out.add(("percent", number.replace(",", "")))
+    for number, unit in _QUANTITY.findall(text):
+        out.add((_unit(unit), _RANGE_SEP.sub("-", number.replace(",", ""))))
+    return out
+
+
+def conflicting_values(answer: str, accepted: Iterable[str]) -> set[tuple[str, str]]:
+    """Values in the answer of a kind the gold answer has, that no accepted variant states: a second
+    price for a price question, "14 days" next to a gold "30 days"."""
+    gold: set[tuple[str, str]] = set()
+    for variant in accepted:
+        gold |= typed_values(variant)
+    kinds = {kind for kind, _ in gold}
+    return {(kind, value) for kind, value in typed_values(answer) if kind in kinds and (kind, value) not in gold}
+
+
+def is_correct(answer: str, accepted: Sequence[str]) -> bool:
+    """Correct: the answer states an accepted gold value and no conflicting value of the same kind
+    (:func:`conflicting_values`). "$149 ... priced at $59" for a $149 question is wrong."""
+    accepted = list(accepted)
+    return matches(answer, accepted) and not conflicting_values(answer, accepted)
 
 
 # --------------------------------------------------------------------------- brand voice
@@ -128,13 +176,21 @@ def says_handoff(text: str) -> bool:
     return bool(HANDOFF_PATTERN.search(text))
 
 
+def is_handoff(reply: ParsedReply) -> bool:
+    """The one hand-off rule for every system: the reply sets ``needs_human`` to true, or its answer
+    text passes the customer on (what the customer reads counts, valid JSON or not)."""
+    return reply.needs_human is True or says_handoff(reply.answer)
+
+
 def mean(values: Sequence[float]) -> float:
     return float(statistics.fmean(values)) if values else float("nan")
 
 
 def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean over questions (deterministic seed)."""
+    """Percentile bootstrap confidence interval of the mean over questions (deterministic seed), for
+    means that are not proportions (latency, tokens). For 0/1 outcomes use :func:`wilson_ci`: the
+    bootstrap of 0 out of 24 is [0, 0], a certainty that 24 questions cannot give."""
     import random
 
     if not values:
@@ -147,15 +203,46 @@ def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, level: flo
     return (float(lo), float(hi))
 
 
-@dataclass
-class Timing:
-    """Latencies in seconds, summarised the way the labs report them."""
+def wilson_ci(outcomes: Sequence[float], *, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion from 0/1 outcomes. Unlike the bootstrap it is
+    never zero-width: 0 of 24 gives [0, 0.14]."""
+    n = len(outcomes)
+    if not n:
+        return (float("nan"), float("nan"))
+    if any(o not in (0, 1) for o in outcomes):
+        raise ValueError("wilson_ci takes 0/1 outcomes; use bootstrap_ci for other means")
+    p = sum(outcomes) / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
 
-    seconds: list[float] = field(default_factory=list)
+
+@dataclass(frozen=True)
+class PairedTest:
+    """McNemar's exact test on paired 0/1 outcomes of two systems over the same questions.
+    ``a_only`` / ``b_only``: questions only A / only B got right; ``p_value`` is two-sided."""
+
+    a_only: int
+    b_only: int
+    p_value: float
 
     @property
-    def median(self) -> float:
-        return float(statistics.median(self.seconds)) if self.seconds else float("nan")
+    def significant(self) -> bool:
+        return self.p_value < 0.05
+
+    def __str__(self) -> str:
+        return f"{self.a_only} vs {self.b_only} discordant questions, McNemar p = {self.p_value:.3g}"
+
+
+def mcnemar(a: Sequence[float], b: Sequence[float]) -> PairedTest:
+    """Exact two-sided McNemar test: under "no difference" each discordant question is a fair coin."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need the same questions ({len(a)} vs {len(b)})")
+    a_only = sum(1 for x, y in zip(a, b) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b) if y and not x)
+    n, k = a_only + b_only, min(a_only, b_only)
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+    return PairedTest(a_only, b_only, p)
 
 
 def evenly_spaced(items: Sequence[Any], limit: int | None) -> list[Any]:

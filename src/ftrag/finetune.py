@@ -835,13 +835,14 @@ def behaviour_report(generations: Sequence[Any], expect_needs_human: Sequence[bo
 
 
 def knowledge_report(generations: Sequence[Any], answers: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """Fact accuracy of replies against gold answer variants (:func:`ftrag.evaluate.matches` on the
-    answer text), and the share of *confident wrong* replies: wrong, and ``needs_human`` is false."""
-    from .evaluate import mean, matches, parse_reply
+    """Fact accuracy of replies against gold answer variants (:func:`ftrag.evaluate.is_correct` on
+    the answer text), and the share of *confident wrong* replies: wrong, and not a hand-off
+    (:func:`ftrag.evaluate.is_handoff`: neither flagged nor worded as one)."""
+    from .evaluate import is_correct, is_handoff, mean, parse_reply
 
     parsed = [parse_reply(_text(g)) for g in generations]
-    correct = [matches(p.answer, a) for p, a in zip(parsed, answers, strict=True)]
-    confident_wrong = [not c and p.needs_human is False for p, c in zip(parsed, correct)]
+    correct = [is_correct(p.answer, a) for p, a in zip(parsed, answers, strict=True)]
+    confident_wrong = [not c and not is_handoff(p) for p, c in zip(parsed, correct)]
     return {"n": len(parsed), "accuracy": mean([float(c) for c in correct]),
             "confident_wrong": mean([float(c) for c in confident_wrong]),
             "correct": correct, "confident_wrong_flags": confident_wrong}

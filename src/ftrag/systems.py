@@ -42,10 +42,14 @@ class Answer:
 
     @property
     def sources(self) -> tuple[str, ...]:
-        """Sources the system reports: the ids the model cited in valid JSON; failing that, for a
-        retrieval system, the articles it retrieved (what llama-index reports as source nodes)."""
-        if self.parsed.valid and self.parsed.sources:
-            return self.parsed.sources
+        """Sources the system reports: the ids the model wrote in a schema-valid reply, and nothing
+        else. (Crediting an invalid reply with what retrieval found would score retrieval, not the
+        system: that is :attr:`retrieved_ids`.)"""
+        return self.parsed.sources if self.parsed.valid else ()
+
+    @property
+    def retrieved_ids(self) -> tuple[str, ...]:
+        """The articles retrieval put in the prompt, best first (llama-index's source nodes)."""
         return tuple(dict.fromkeys(c.article_id for c in self.retrieved))
 
     @property
@@ -129,33 +133,39 @@ def evaluation_questions(course, profile):
 # --------------------------------------------------------------------------- metrics over answers
 
 def is_handoff(answer: Answer) -> bool:
-    """The system declined and handed over: ``needs_human`` in valid JSON, else hand-off wording."""
-    if answer.parsed.valid:
-        return bool(answer.parsed.needs_human)
-    return evaluate.says_handoff(answer.parsed.raw)
+    """The system declined and handed over (:func:`ftrag.evaluate.is_handoff`, one rule for all)."""
+    return evaluate.is_handoff(answer.parsed)
 
 
 def is_correct(answer: Answer, accepted: Sequence[str]) -> bool:
-    return evaluate.matches(answer.text, accepted)
+    """The answer states a gold value and no conflicting one (:func:`ftrag.evaluate.is_correct`)."""
+    return evaluate.is_correct(answer.text, accepted)
 
 
 def cites_gold(answer: Answer, gold_ids: Sequence[str]) -> bool:
-    """At least one reported source is a gold article, and none was invented (every cited id
+    """The valid reply cites at least one gold article, and none was invented (every cited id
     was among the retrieved passages; a system without retrieval has nothing to cite)."""
     sources = set(answer.sources)
-    retrieved = {c.article_id for c in answer.retrieved}
-    return bool(sources & set(gold_ids)) and sources <= retrieved
+    return bool(sources & set(gold_ids)) and sources <= set(answer.retrieved_ids)
 
 
 @dataclass
 class Scores:
-    """Per-question 0/1 outcomes of one system, and their means."""
+    """Per-question 0/1 outcomes of one system, and their means.
+
+    ``correct``, ``cited``, ``retrieved_gold`` and ``confident_wrong`` are over the knowledge
+    questions; ``refused`` over the unanswerable ones; ``valid``, ``latency`` and ``prompt_tokens``
+    over both. Each list is in question order, so two systems' lists pair up (:func:`paired`)."""
 
     system: str
+    question_ids: list[str] = field(default_factory=list)
     correct: list[float] = field(default_factory=list)
     cited: list[float] = field(default_factory=list)
+    retrieved_gold: list[float] = field(default_factory=list)
+    confident_wrong: list[float] = field(default_factory=list)
     valid: list[float] = field(default_factory=list)
     refused: list[float] = field(default_factory=list)
+    answered_when_answerable: list[float] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
     prompt_tokens: list[int] = field(default_factory=list)
 
@@ -163,33 +173,62 @@ class Scores:
         return {
             "knowledge_accuracy": evaluate.mean(self.correct),
             "citation_accuracy": evaluate.mean(self.cited),
+            "gold_retrieved": evaluate.mean(self.retrieved_gold),
+            "confident_wrong": evaluate.mean(self.confident_wrong),
             "schema_validity": evaluate.mean(self.valid),
             "refusal_accuracy": evaluate.mean(self.refused),
+            "answer_rate_when_retrieved": evaluate.mean(self.answered_when_answerable),
             "median_latency_s": float(statistics.median(self.latency)) if self.latency else float("nan"),
             "prompt_tokens": evaluate.mean(self.prompt_tokens),
         }
+
+    def intervals(self) -> dict[str, tuple[float, float]]:
+        """95% Wilson intervals of every rate in :meth:`summary`."""
+        return {name: evaluate.wilson_ci(values) for name, values in (
+            ("knowledge_accuracy", self.correct), ("citation_accuracy", self.cited),
+            ("gold_retrieved", self.retrieved_gold), ("confident_wrong", self.confident_wrong),
+            ("schema_validity", self.valid), ("refusal_accuracy", self.refused),
+            ("answer_rate_when_retrieved", self.answered_when_answerable))}
 
 
 def score(system: str, knowledge: Sequence[Answer], questions, unanswerable: Sequence[Answer] = (),
           *, after_update: bool = False) -> Scores:
     """Score answers to knowledge questions (gold answers; ``after_update`` uses the updated
-    gold where a fact changed) and to unanswerable questions (a hand-off is the right answer)."""
+    gold where a fact changed) and to unanswerable questions (a hand-off is the right answer).
+
+    ``answered_when_answerable``: on the knowledge questions whose gold article was retrieved, the
+    system did not hand off. A system that hands everything off scores 0 here however well it refuses."""
     by_id = {q.id: q for q in questions}
     s = Scores(system)
     for a in knowledge:
         q = by_id[a.question_id]
-        accepted = q.updated_answers if after_update and q.changes_after_update else q.answers
-        gold_ids = (q.updated_article_ids or q.article_ids) if after_update and q.changes_after_update \
-            else q.article_ids
-        s.correct.append(float(is_correct(a, accepted)))
+        accepted = q.gold_answers(after_update)
+        gold_ids = q.gold_article_ids(after_update)
+        correct = is_correct(a, accepted)
+        s.question_ids.append(a.question_id)
+        s.correct.append(float(correct))
         s.cited.append(float(cites_gold(a, gold_ids)))
+        s.confident_wrong.append(float(not correct and not is_handoff(a)))
+        if a.retrieved:
+            retrieved = bool(set(a.retrieved_ids) & set(gold_ids))
+            s.retrieved_gold.append(float(retrieved))
+            if retrieved:
+                s.answered_when_answerable.append(float(not is_handoff(a)))
     for a in (*knowledge, *unanswerable):
         s.valid.append(float(a.parsed.valid))
         s.latency.append(a.latency)
         s.prompt_tokens.append(a.reply.prompt_tokens)
     for a in unanswerable:
+        s.question_ids.append(a.question_id)
         s.refused.append(float(is_handoff(a)))
     return s
+
+
+def paired(a: Scores, b: Scores, metric: str = "correct") -> evaluate.PairedTest:
+    """McNemar's test of "A and B differ on ``metric``" over the questions both answered."""
+    if a.question_ids != b.question_ids:
+        raise ValueError(f"{a.system} and {b.system} were not asked the same questions in the same order")
+    return evaluate.mcnemar(getattr(a, metric), getattr(b, metric))
 
 
 def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | None = None):
@@ -238,14 +277,15 @@ def invalid_reply_report(answers: Sequence[Answer], max_new_tokens: int) -> dict
 # --------------------------------------------------------------------------- the four-way comparison
 
 METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "refusal_accuracy",
-           "median_latency_s", "prompt_tokens", "fresh_accuracy", "update_seconds")
+           "answer_rate_when_retrieved", "confident_wrong", "median_latency_s", "prompt_tokens",
+           "fresh_accuracy", "update_seconds")
 RATE_METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "refusal_accuracy",
-                "fresh_accuracy")
+                "answer_rate_when_retrieved", "confident_wrong", "fresh_accuracy")
 
 
 @dataclass
 class Comparison:
-    """One row of measured metrics per system, plus bootstrap intervals over questions."""
+    """One row of measured metrics per system, plus 95% Wilson intervals of its rates."""
 
     rows: dict[str, dict[str, float]]
     intervals: dict[str, dict[str, tuple[float, float]]]
@@ -254,6 +294,10 @@ class Comparison:
     n_unanswerable: int
     n_changed: int
     answers: dict[str, list[Answer]] = field(default_factory=dict)  # knowledge + unanswerable, per system
+
+    def paired(self, a: str, b: str, metric: str = "correct") -> evaluate.PairedTest:
+        """McNemar's test of system ``a`` against ``b`` on one per-question outcome."""
+        return paired(self.scores[a], self.scores[b], metric)
 
     def table(self):
         import pandas as pd
@@ -297,10 +341,7 @@ def compare(systems_before: dict[str, System], systems_after: dict[str, System],
         row["fresh_accuracy"] = evaluate.mean(fresh_scores.correct)
         row["update_seconds"] = float(update_seconds.get(name, float("nan")))
         rows[name] = row
-        intervals[name] = {"knowledge_accuracy": evaluate.bootstrap_ci(s.correct),
-                           "schema_validity": evaluate.bootstrap_ci(s.valid),
-                           "refusal_accuracy": evaluate.bootstrap_ci(s.refused),
-                           "fresh_accuracy": evaluate.bootstrap_ci(fresh_scores.correct)}
+        intervals[name] = {**s.intervals(), "fresh_accuracy": evaluate.wilson_ci(fresh_scores.correct)}
         all_scores[name] = s
         answers[name] = list(k_answers) + list(u_answers)
     return Comparison(rows, intervals, all_scores, len(knowledge), len(unanswerable), len(changed), answers)
