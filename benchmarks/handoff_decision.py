@@ -1,6 +1,6 @@
 """Benchmark: does the behaviour adapter learn *when* to hand off, or only *how often*?
 
-    python benchmarks/handoff_decision.py            # the four runs below, about 25 minutes on 2 cores
+    python benchmarks/handoff_decision.py            # the four default runs, about 15 minutes on 2 cores
     python benchmarks/handoff_decision.py --runs 24:0.5 96:0.5
 
 Each run trains the profile's behaviour adapter (``finetune.ensure_adapter``, so a run already in
@@ -15,9 +15,11 @@ then asks it the QLoRA lab's 32 behaviour prompts (``finetune.behaviour_prompt_s
   a model that has only learned how common hand-offs are has a gap near zero, whatever its level;
 * ``flagged``: of the hand-off replies, the share that also set ``needs_human``.
 
-Runs are given as ``STEPS:SHARE``. The default set is the lab's run (24 steps, share 0.5: 106 of
-358 training chats hand off), two longer runs and one with fewer hand-off chats. It asserts
-nothing: the figures are for reading, and the QLoRA lab quotes them.
+Runs are given as ``STEPS:SHARE``. The default set crosses three training lengths with two
+hand-off shares. The rows are saved to ``results/<profile>/sweeps.json`` (section ``training``)
+with the pick of :func:`ftrag.sweeps.pick_training`, which the profile's training settings must
+equal (a unit test checks it). It asserts nothing about the figures: they are for reading, and the
+QLoRA lab plots them.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RUNS = ("24:0.5", "48:0.5", "96:0.5", "24:0.2")
+DEFAULT_RUNS = ("24:0.5", "48:0.5", "24:0.2", "48:0.2")
 
 
 def _run(spec: str) -> tuple[int, float]:
@@ -49,7 +51,7 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "data" / "scripts"))
     import make_finetune
 
-    from ftrag import data, finetune, profiles, systems
+    from ftrag import data, finetune, profiles, sweeps, systems
 
     profile = profiles.get_profile()
     course = data.load_all()
@@ -60,7 +62,7 @@ def main() -> None:
     print(f"{profile.name} profile, {profiles.device_summary(profile)}; {len(conversations)} behaviour prompts, "
           f"{sum(bool(e) for e in expected)} of them call for a hand-off")
 
-    rows = []
+    rows, saved = [], []
     for steps, share in runs:
         with tempfile.TemporaryDirectory() as tmp:
             make_finetune.write(Path(tmp), share)
@@ -73,6 +75,12 @@ def main() -> None:
         report = finetune.behaviour_report(generator.generate(conversations, desc=f"{steps} steps, share {share}"),
                                            expected)
         del generator
+        saved.append({"steps": steps, "handoff_share": share, "handoff_chats": handoff_chats,
+                      "train_chats": len(train), "json_valid": report["json_valid"],
+                      "handoff_when_answer_needed": report["handoff_reply_when_not_needed"],
+                      "handoff_when_needed": report["handoff_reply_when_needed"],
+                      "flagged": report.get("handoff_replies_flagged", float("nan")),
+                      "train_seconds": run.seconds})
         rows.append({
             "steps": steps, "hand-off chats": f"{handoff_chats} of {len(train)}",
             "train s": f"{run.seconds:.0f}{' (cached)' if run.cached else ''}",
@@ -90,6 +98,10 @@ def main() -> None:
     print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
     for row in rows:
         print("| " + " | ".join(str(row[h]) for h in header) + " |")
+    steps, share = sweeps.pick_training(saved)
+    path = sweeps.save(profile.name, "training", {"rows": saved, "picked": {"steps": steps, "handoff_share": share},
+                                                   "prompts": len(conversations)})
+    print(f"\npicked: {steps} steps, hand-off share {share} (saved to {path})")
 
 
 if __name__ == "__main__":

@@ -193,6 +193,7 @@ def test_inject_facts(course):
 @pytest.mark.parametrize("script,outputs", [
     ("make_finetune.py", ("finetune", ("train.jsonl", "val.jsonl"))),
     ("make_inject_facts.py", ("inject_facts", ("train.jsonl", "test.jsonl"))),
+    ("make_splits.py", ("eval", ("splits.jsonl",))),
 ])
 def test_generators_are_deterministic_and_match_shipped_files(tmp_path, script, outputs):
     folder, names = outputs
@@ -200,7 +201,8 @@ def test_generators_are_deterministic_and_match_shipped_files(tmp_path, script, 
     runs = []
     for run in ("a", "b"):
         out = tmp_path / run
-        subprocess.run([sys.executable, str(REPO_ROOT / "data" / "scripts" / script), "--out", str(out)],
+        target = out / names[0] if len(names) == 1 else out   # a one-file script takes the file's path
+        subprocess.run([sys.executable, str(REPO_ROOT / "data" / "scripts" / script), "--out", str(target)],
                        check=True, env=env, capture_output=True)
         runs.append({name: (out / name).read_bytes() for name in names})
     assert runs[0] == runs[1], "two runs must give byte-identical files"
@@ -396,3 +398,47 @@ def test_rejects_stale_answer_in_update(data_copy):
     path = data_copy / "kb_updates" / "kb-plan-plus.md"
     path.write_text(path.read_text() + "\nThe old price was $4.99 per month.\n", encoding="utf-8")
     _raises(D.load_all, data_copy, match="old answer '$4.99' still appears in the updated article")
+
+
+# --------------------------------------------------------------------------- the dev/test split
+
+
+def test_split_is_stratified_about_one_third_dev_and_covers_every_question(course):
+    dev, test = course.dev, course.test
+    for kind in ("knowledge", "unanswerable"):
+        all_ids = {q.id for q in getattr(course, kind)}
+        dev_ids, test_ids = {q.id for q in getattr(dev, kind)}, {q.id for q in getattr(test, kind)}
+        assert not dev_ids & test_ids and dev_ids | test_ids == all_ids
+        assert 0.28 <= len(dev_ids) / len(all_ids) <= 0.4, (kind, len(dev_ids), len(all_ids))
+    category = {a.id: a.category for a in course.kb}
+    for cat in {category[q.article_ids[0]] for q in course.knowledge}:
+        for changed in (True, False):
+            group = [q for q in course.knowledge if category[q.article_ids[0]] == cat and q.changes_after_update == changed]
+            if len(group) >= 3:   # every stratum big enough to split has questions on both sides
+                in_dev = sum(q in dev.knowledge for q in group)
+                assert 0 < in_dev < len(group), (cat, changed)
+    assert len(test.knowledge) >= 60 and len(test.unanswerable) >= 15
+
+
+def _split_file(tmp_path, course, edit=None):
+    rows = [{"id": q.id, "split": "dev" if q in course.dev.knowledge or q in course.dev.unanswerable else "test"}
+            for q in [*course.knowledge, *course.unanswerable]]
+    rows = edit(rows) if edit else rows
+    return _jsonl(tmp_path / "splits.jsonl", *rows)
+
+
+def test_split_loader_rejects_a_question_in_both_splits(tmp_path, course):
+    path = _split_file(tmp_path, course, lambda rows: rows + [{"id": rows[0]["id"], "split": "test"}])
+    msg = _raises(D.load_splits, course.knowledge, course.unanswerable, path, match="is in both splits")
+    assert "splits.jsonl" in msg
+
+
+def test_split_loader_rejects_an_unknown_id_and_an_empty_split(tmp_path, course):
+    path = _split_file(tmp_path, course, lambda rows: rows + [{"id": "k999", "split": "dev"}])
+    _raises(D.load_splits, course.knowledge, course.unanswerable, path, match="unknown question id 'k999'")
+    path = _split_file(tmp_path, course, lambda rows: [{**r, "split": "test"} for r in rows])
+    _raises(D.load_splits, course.knowledge, course.unanswerable, path, match="the dev split is empty")
+    path = _split_file(tmp_path, course, lambda rows: rows[1:])
+    _raises(D.load_splits, course.knowledge, course.unanswerable, path, match="in no split")
+    path = _split_file(tmp_path, course, lambda rows: [{**rows[0], "split": "train"}, *rows[1:]])
+    _raises(D.load_splits, course.knowledge, course.unanswerable, path, match="unknown split 'train'")

@@ -21,11 +21,15 @@ COMPANY = "Lumio"
 SIGN_OFF = "Stay bright!"
 ANSWER_KEYS = ("answer", "sources", "needs_human")
 
+# The prompt states every rule the voice metric checks (ftrag.evaluate.voice_checks: at most 60
+# words, second person, no AI talk, the sign-off), so that "fine-tuning improved the voice" is
+# measured against a prompt that asked for the same thing.
 SYSTEM_PROMPT = (
     f"You are the {COMPANY} support assistant. Reply with one JSON object only: "
     '{"answer": "<short friendly reply>", "sources": ["<ids of the context passages you used>"], '
     '"needs_human": <true if the context does not contain the answer, else false>}. '
-    "Use only facts from the context."
+    "Use only facts from the context. In the answer, speak to the customer as \"you\", use at most "
+    f'60 words, never mention being an AI, and end with "{SIGN_OFF}"'
 )
 
 HANDOFF_ANSWER = (

@@ -1,0 +1,151 @@
+"""Settings chosen by measurement, on the dev split only.
+
+Every setting the course picks by looking at results is picked here, from questions of
+:attr:`ftrag.data.CourseData.dev`; the labs then report the chosen systems on
+:attr:`~ftrag.data.CourseData.test`. The sweeps are too slow for a lab on a laptop, so
+``make sweeps`` (``benchmarks/sweeps.py``) runs them and saves ``results/<profile>/sweeps.json``;
+the labs plot that file, and a unit test fails when a profile's setting and the saved pick disagree.
+
+Picks are rules written down before looking: the highest dev accuracy, and on a tie the cheaper
+setting (fewer chunks, fewer tokens).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import evaluate
+from .errors import CourseError
+from .paths import REPO_ROOT
+
+TOP_K_CHOICES = (1, 2, 3, 5, 10)
+MAX_NEW_TOKENS_CHOICES = (48, 64, 72, 96, 128)
+
+
+def saved_path(profile_name: str) -> Path:
+    """``results/<profile>/sweeps.json``: committed, written by ``make sweeps``."""
+    return REPO_ROOT / "results" / profile_name / "sweeps.json"
+
+
+def load_saved(profile_name: str) -> dict:
+    path = saved_path(profile_name)
+    if not path.exists():
+        raise CourseError(f"No saved sweeps for the {profile_name} profile ({path}). Run `make sweeps` "
+                          f"(FTRAG_PROFILE={profile_name}) to measure them on the dev split.")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CourseError(f"{path} is not valid JSON ({exc.msg}); restore it with git checkout or run "
+                          "`make sweeps` again.") from None
+
+
+def save(profile_name: str, section: str, payload: dict) -> Path:
+    """Write one sweep's section into ``results/<profile>/sweeps.json`` (other sections kept)."""
+    path = saved_path(profile_name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    current = json.loads(path.read_text()) if path.exists() else {}
+    current[section] = {**payload, "measured": dt.date.today().isoformat(),
+                        "machine": f"{platform.machine()}, {_cores()} cores"}
+    path.write_text(json.dumps(current, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+# --------------------------------------------------------------------------- retrieval top-k
+
+
+def top_k_rows(name: str, generator, index, split, *, ks: Sequence[int] = TOP_K_CHOICES, questions=None,
+               progress: bool = True) -> list[dict]:
+    """Ask ``split``'s knowledge and unanswerable questions of a retrieval system (``generator`` +
+    ``index``) once per top-k; one row of dev metrics per k."""
+    from . import rag, systems
+
+    questions = questions or split.knowledge
+    k_items = [(q.id, q.question) for q in split.knowledge]
+    u_items = [(q.id, q.question) for q in split.unanswerable]
+    rows = []
+    for k in ks:
+        system = systems.System(name, generator, rag.Retriever(index, top_k=k))
+        k_answers = system.ask(k_items, desc=f"{name} top-{k}: knowledge")
+        u_answers = system.ask(u_items, desc=f"{name} top-{k}: unanswerable")
+        summary = systems.score(name, k_answers, questions, u_answers).summary()
+        at_limit = [a.reply.new_tokens >= generator.max_new_tokens for a in (*k_answers, *u_answers)]
+        rows.append({"system": name, "top_k": k, "split": split.name, "n_knowledge": len(k_items),
+                     "n_unanswerable": len(u_items), "replies_at_token_limit": evaluate.mean(at_limit),
+                     **summary})
+    return rows
+
+
+def pick_top_k(rows: Sequence[dict], system: str) -> int:
+    """The top-k with the best dev knowledge accuracy for ``system``; on a tie, the smaller k."""
+    mine = [r for r in rows if r["system"] == system]
+    if not mine:
+        raise CourseError(f"The top-k sweep has no rows for {system!r}; run `make sweeps`.")
+    if any(r.get("split", "dev") != "dev" for r in mine):
+        raise CourseError("Settings are chosen on the dev split only; this sweep holds other rows.")
+    return min(mine, key=lambda r: (-r["knowledge_accuracy"], r["top_k"]))["top_k"]
+
+
+# --------------------------------------------------------------------------- max_new_tokens
+
+
+def truncated_reply(tokenizer, text: str, new_tokens: int, budget: int) -> tuple[str, int]:
+    """What greedy decoding with a smaller ``budget`` would have written: the first ``budget``
+    tokens of a reply generated with a larger one (greedy decoding does not look ahead)."""
+    if new_tokens <= budget:
+        return text, new_tokens
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:budget]
+    return tokenizer.decode(ids), budget
+
+
+def max_new_tokens_rows(name: str, answers: Sequence, tokenizer, generated_with: int,
+                        budgets: Sequence[int] = MAX_NEW_TOKENS_CHOICES) -> list[dict]:
+    """Schema validity and share of replies cut at the limit for each budget, from replies generated
+    once with ``generated_with`` tokens (each smaller budget is a truncation of them)."""
+    rows = []
+    for budget in budgets:
+        if budget > generated_with:
+            raise CourseError(f"budget {budget} exceeds the {generated_with} tokens the replies were generated with")
+        cut = [truncated_reply(tokenizer, a.reply.text, a.reply.new_tokens, budget) for a in answers]
+        valid = [float(evaluate.parse_reply(text).valid) for text, _ in cut]
+        at_limit = [float(n >= budget and a.reply.new_tokens > n) or float(n >= budget)
+                    for (_, n), a in zip(cut, answers)]
+        rows.append({"system": name, "max_new_tokens": budget, "schema_validity": evaluate.mean(valid),
+                     "replies_at_token_limit": evaluate.mean(at_limit), "n": len(answers)})
+    return rows
+
+
+def pick_max_new_tokens(rows: Sequence[dict], *, tolerance: float = 0.0) -> int:
+    """The smallest budget whose schema validity, for every system swept, is within ``tolerance`` of
+    that system's best: more tokens only cost time once no reply is cut any more."""
+    systems_swept = {r["system"] for r in rows}
+    best = {s: max(r["schema_validity"] for r in rows if r["system"] == s) for s in systems_swept}
+    for budget in sorted({r["max_new_tokens"] for r in rows}):
+        at = {r["system"]: r["schema_validity"] for r in rows if r["max_new_tokens"] == budget}
+        if all(at.get(s, -1) >= best[s] - tolerance for s in systems_swept):
+            return budget
+    raise CourseError("The max_new_tokens sweep is empty; run `make sweeps`.")
+
+
+# --------------------------------------------------------------------------- behaviour training
+
+
+def pick_training(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> tuple[int, float]:
+    """``(steps, handoff_share)`` of the behaviour adapter: among the runs that still answer at least
+    ``min_answer_rate`` of the prompts whose context holds the answer, the one that hands off most
+    often where it should; on a tie, fewer steps. Measured on the behaviour validation chats and
+    format prompts (``benchmarks/handoff_decision.py``), never on the evaluation questions."""
+    if not rows:
+        raise CourseError("The training sweep is empty; run `make bench-handoff`.")
+    answering = [r for r in rows if 1 - r["handoff_when_answer_needed"] >= min_answer_rate]
+    pool = answering or rows
+    best = min(pool, key=lambda r: (-r["handoff_when_needed"], r["steps"], -r["handoff_share"]))
+    return best["steps"], best["handoff_share"]
