@@ -49,19 +49,33 @@ def rag_chunking(rows: Sequence, *, chosen: str | None = None):
     return fig
 
 
-def rag_overload(rows: Sequence[dict]):
-    """Accuracy, prompt tokens and latency for a normal and an overloaded top-k, side by side."""
+def top_k_sweep(rows: Sequence[dict]):
+    """Dev-split accuracy (with 95% Wilson intervals), prompt tokens and latency against top-k,
+    one line per system (rows from :func:`ftrag.sweeps.top_k_rows`)."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.0), dpi=110)
-    labels = [f"top-{r['top_k']}" for r in rows]
-    for ax, key, title in zip(axes, ("accuracy", "prompt_tokens", "latency_s"),
-                              ("answer accuracy", "prompt tokens / question", "seconds / answer")):
-        bars = ax.bar(labels, [r[key] for r in rows], color=["#4c72b0", "#dd8452"][: len(rows)])
-        ax.bar_label(bars, fmt="%.2f" if key != "prompt_tokens" else "%.0f", fontsize=8)
+    from .evaluate import wilson_ci
+
+    fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.1), dpi=110)
+    for name in dict.fromkeys(r["system"] for r in rows):
+        mine = sorted((r for r in rows if r["system"] == name), key=lambda r: r["top_k"])
+        ks = [r["top_k"] for r in mine]
+        acc = [r["knowledge_accuracy"] for r in mine]
+        bounds = [wilson_ci([1] * round(a * r["n_knowledge"]) + [0] * (r["n_knowledge"] - round(a * r["n_knowledge"])))
+                  for a, r in zip(acc, mine)]
+        err = [[a - lo for a, (lo, _) in zip(acc, bounds)], [hi - a for a, (_, hi) in zip(acc, bounds)]]
+        color = SYSTEM_COLORS.get(name)
+        axes[0].errorbar(ks, acc, yerr=err, marker="o", capsize=3, label=name, color=color)
+        axes[1].plot(ks, [r["prompt_tokens"] for r in mine], marker="o", color=color)
+        axes[2].plot(ks, [r["median_latency_s"] for r in mine], marker="o", color=color)
+    for ax, title in zip(axes, ("knowledge accuracy (dev)", "prompt tokens / question", "seconds / answer")):
         ax.set_title(title, fontsize=10)
-        ax.grid(alpha=0.3, axis="y")
-    fig.suptitle("Stuffing the context: more chunks is not better", fontsize=11)
+        ax.set_xlabel("top-k (chunks in the prompt)")
+        ax.set_xticks(sorted({r["top_k"] for r in rows}))
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0, 1)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("More context is not free: the top-k sweep on the dev split", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -77,12 +91,21 @@ def setup_timings(seconds: dict[str, float]):
     return fig
 
 
+METRIC_LABELS = {
+    "knowledge_accuracy": "knowledge accuracy", "citation_accuracy": "citation accuracy",
+    "schema_validity": "schema validity", "refusal_accuracy": "refusal accuracy",
+    "answer_rate_when_retrieved": "answers when retrieved", "confident_wrong": "confident & wrong",
+    "fresh_accuracy": "fresh accuracy", "median_latency_s": "median latency (s)",
+    "prompt_tokens": "prompt tokens", "update_seconds": "seconds to absorb the update",
+    "gold_retrieved": "gold article retrieved",
+}
 SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "finetuned": "#dd8452", "hybrid": "#55a868"}
 
 
 def comparison_bars(comparison, *, title: str | None = None):
-    """Grouped bars: one group per rate metric, one bar per system, 95% bootstrap intervals as
-    error bars where the comparison has them."""
+    """Grouped bars: one group per rate metric, one bar per system, 95% Wilson intervals as
+    error bars (a metric that does not apply to a system, such as the answer rate of a system
+    without retrieval, has no bar)."""
     import numpy as np
 
     from .systems import RATE_METRICS
@@ -95,12 +118,13 @@ def comparison_bars(comparison, *, title: str | None = None):
         values = [comparison.rows[name][m] for m in RATE_METRICS]
         lo = [comparison.intervals[name].get(m, (v, v))[0] for m, v in zip(RATE_METRICS, values)]
         hi = [comparison.intervals[name].get(m, (v, v))[1] for m, v in zip(RATE_METRICS, values)]
-        err = [[max(v - a, 0) for v, a in zip(values, lo)], [max(b - v, 0) for v, b in zip(values, hi)]]
+        err = [[max(v - a, 0) if v == v else 0 for v, a in zip(values, lo)],
+               [max(b - v, 0) if v == v else 0 for v, b in zip(values, hi)]]
         ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
                label=name, color=SYSTEM_COLORS.get(name))
-    ax.set_xticks(x, [m.replace("_", " ") for m in RATE_METRICS], fontsize=8)
+    ax.set_xticks(x, [METRIC_LABELS.get(m, m).replace(" ", "\n", 1) for m in RATE_METRICS], fontsize=8)
     ax.set(ylim=(0, 1.08), ylabel="share of questions",
-           title=title or "Base vs RAG vs fine-tuned vs hybrid (error bars: 95% bootstrap CI)")
+           title=title or "Base vs RAG vs fine-tuned vs hybrid on the test split (error bars: 95% Wilson CI)")
     ax.legend(fontsize=8, ncol=4, loc="upper center")
     fig.tight_layout()
     return fig

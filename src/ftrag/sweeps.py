@@ -149,3 +149,16 @@ def pick_training(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> tupl
     pool = answering or rows
     best = min(pool, key=lambda r: (-r["handoff_when_needed"], r["steps"], -r["handoff_share"]))
     return best["steps"], best["handoff_share"]
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+def pick_chunking(rows: Sequence[tuple]):
+    """The chunking with the best dev MRR among the sentence-aware ones (the deliberately bad token
+    split is there to be shown, not chosen); on a tie, fewer chunks. ``rows`` are
+    :func:`ftrag.rag.chunking_sweep`'s ``(IndexInfo, RetrievalReport)`` pairs, measured on dev."""
+    candidates = [(info, report) for info, report in rows if info.chunking.splitter == "sentence"]
+    if not candidates:
+        raise CourseError("The chunking sweep holds no sentence-aware chunking to choose from.")
+    return min(candidates, key=lambda row: (-round(row[1].mrr, 9), row[0].n_chunks))[0].chunking

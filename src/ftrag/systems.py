@@ -109,14 +109,15 @@ GENERATION_VERSION = "g1"
 
 
 def evaluation_questions(course, profile):
-    """The knowledge and unanswerable questions the answer-level measurements use.
+    """The **test-split** knowledge and unanswerable questions the reported measurements use.
 
-    With the profile's limits (the cpu profile: 24 + 10) the subset is fixed and stratified: every
-    question whose answer changes after the update comes first (capped at half the limit, the
-    freshness measurement needs them), then the others evenly spaced through the file, so each
-    topic keeps its share. Without limits, all questions.
+    With the profile's limits the subset is fixed and stratified: every question whose answer
+    changes after the update comes first (capped at half the limit, the freshness measurement
+    needs them), then the others evenly spaced through the file, so each topic keeps its share.
+    Without limits, the whole test split. Settings are never chosen on these (see
+    :mod:`ftrag.sweeps`, which reads ``course.dev``).
     """
-    knowledge, unanswerable = list(course.knowledge), list(course.unanswerable)
+    knowledge, unanswerable = list(course.test.knowledge), list(course.test.unanswerable)
     if profile.eval_knowledge_limit and profile.eval_knowledge_limit < len(knowledge):
         limit = profile.eval_knowledge_limit
         changed = [q for q in knowledge if q.changes_after_update][: limit // 2 + limit % 2]
