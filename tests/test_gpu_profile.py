@@ -78,10 +78,22 @@ def test_a_model_too_large_for_the_card_stops_and_names_a_smaller_one(monkeypatc
     assert "FTRAG_GPU_MODEL=Qwen/Qwen2.5-3B-Instruct" in str(err.value)
 
 
-def test_a_model_that_fits_is_accepted(monkeypatch):
-    _gpu_like(monkeypatch, total_gib=15.0)
+def test_on_a_t4_the_7b_model_is_refused_for_its_16_bit_merge(monkeypatch):
+    # QLoRA training of the 7B model is predicted to fit 15 GiB; its 15.2 GB of 16-bit weights for the merge do not
+    _gpu_like(monkeypatch, total_gib=14.75)
+    arch = gpu.known_models()["Qwen/Qwen2.5-7B-Instruct"]
+    training = profiles.gpu_profile_settings("x").training
+    assert gpu.predict_qlora_memory(arch, training).total < 14 * 2**30 < gpu.merged_weight_bytes(arch)
     monkeypatch.setenv(profiles.GPU_MODEL_ENV, "Qwen/Qwen2.5-7B-Instruct")
-    assert profiles.get_profile("gpu").model_id == "Qwen/Qwen2.5-7B-Instruct"
+    with pytest.raises(CourseError, match="FTRAG_GPU_MODEL=Qwen/Qwen2.5-3B-Instruct"):
+        profiles.get_profile("gpu")
+
+
+@pytest.mark.parametrize("model, gib", [("Qwen/Qwen2.5-3B-Instruct", 8.0), ("Qwen/Qwen2.5-7B-Instruct", 24.0)])
+def test_a_model_that_fits_is_accepted(monkeypatch, model, gib):
+    _gpu_like(monkeypatch, total_gib=gib)
+    monkeypatch.setenv(profiles.GPU_MODEL_ENV, model)
+    assert profiles.get_profile("gpu").model_id == model
 
 
 def test_no_known_model_fits_a_tiny_card(monkeypatch):

@@ -30,6 +30,8 @@ CUDA_CONTEXT_MIB = 512
 #: and the longest reply 68 (SmolLM2's tokenizer, counted 2026-12-02; Qwen's was not counted here).
 CHAT_TOKENS = 320
 REPLY_TOKENS = 72
+#: Prompt plus reply of a retrieval question when generating (three passages): an assumption.
+GENERATION_TOKENS = 1024
 #: LoRA targets of a Qwen2 / Llama decoder block.
 QWEN2_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -137,14 +139,37 @@ def predict_qlora_memory(arch: Mapping[str, Any], training, *, batch: int | None
     )
 
 
+def merged_weight_bytes(arch: Mapping[str, Any]) -> float:
+    """The 16-bit weights of the whole model: what ``finetune.load_tuned`` holds on the GPU to merge
+    an adapter (the labs generate with the merged model)."""
+    shapes = _linear_shapes(arch)
+    layers, h = arch["num_hidden_layers"], arch["hidden_size"]
+    linear = layers * (sum(a * b for a, b in shapes.values()) + shapes["q_proj"][1] + 2 * shapes["k_proj"][1])
+    embeddings = arch["vocab_size"] * h * (1 if arch.get("tie_word_embeddings", True) else 2)
+    return (linear + embeddings + layers * 2 * h + h) * 2
+
+
+def kv_cache_bytes(arch: Mapping[str, Any], rows: int, tokens: int = GENERATION_TOKENS) -> float:
+    """16-bit key/value cache of ``rows`` replies generated at once, ``tokens`` long each."""
+    shapes = _linear_shapes(arch)
+    return rows * tokens * arch["num_hidden_layers"] * 2 * shapes["k_proj"][1] * 2
+
+
+def predicted_need(arch: Mapping[str, Any], training, generation_rows: int = 16) -> float:
+    """Bytes the labs need on the GPU at their peak: QLoRA training, or the merged 16-bit model
+    generating ``generation_rows`` replies at once (the gpu profile's generation batch)."""
+    return max(predict_qlora_memory(arch, training).total,
+               merged_weight_bytes(arch) + kv_cache_bytes(arch, generation_rows))
+
+
 def usable_bytes(card_mib: float) -> float:
     """What PyTorch may allocate on a card of ``card_mib``: its memory less the CUDA context."""
     return (card_mib - CUDA_CONTEXT_MIB) * MIB
 
 
 def check_model_fits(profile) -> None:
-    """Raise :class:`CourseError` when ``profile.model_id`` is predicted not to fit this GPU for
-    training, naming the largest known model that does. Silent when the model's architecture is
+    """Raise :class:`CourseError` when ``profile.model_id`` is predicted not to fit this GPU
+    (:func:`predicted_need`), naming the largest known model that does. Silent when the model's architecture is
     unknown (not in ``gpu_models.json`` and not in the local cache: nothing to predict from)."""
     import torch
 
@@ -153,16 +178,17 @@ def check_model_fits(profile) -> None:
         return
     props = torch.cuda.get_device_properties(0)
     limit = props.total_memory - CUDA_CONTEXT_MIB * MIB
-    need = predict_qlora_memory(arch, profile.training).total
+    need = predicted_need(arch, profile.training, profile.generation_batch_size)
     if need <= limit:
         return
-    fitting = [m for m, a in known_models().items() if predict_qlora_memory(a, profile.training).total <= limit]
+    fitting = [m for m, a in known_models().items()
+               if predicted_need(a, profile.training, profile.generation_batch_size) <= limit]
     instead = (f"Pick a smaller model instead: `export FTRAG_GPU_MODEL={fitting[-1]}`"
                if fitting else "None of the course's models fits it either: use FTRAG_PROFILE=cpu")
     raise CourseError(
-        f"{profile.model_id} is predicted to need about {need / GIB:.1f} GiB of GPU memory to train with "
-        f"QLoRA (from its config: 4-bit weights, adapters, activations of a batch of "
-        f"{profile.training.batch_size}), and this GPU ({props.name}) has {props.total_memory / GIB:.1f} GiB. "
+        f"{profile.model_id} is predicted to need about {need / GIB:.1f} GiB of GPU memory (from its config: "
+        f"QLoRA training with a batch of {profile.training.batch_size}, or the 16-bit model the labs merge "
+        f"the adapter into while it generates, whichever is larger), and this GPU ({props.name}) has {props.total_memory / GIB:.1f} GiB. "
         f"{instead} (or unset it for the default), then restart the kernel.")
 
 
