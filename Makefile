@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cks
 JB_FLAGS := -W -n --keep-going
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book test test-fast test-site bench bench-handoff serve linkcheck clean clean-cache
+.PHONY: help env book test test-fast test-site bench bench-handoff gpu-check gpu-check-bundle results-gpu serve linkcheck clean clean-cache
 
 help:
 	@echo "make book       set up .venv, build the site into _build/html"
@@ -18,6 +18,9 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make bench      time a QLoRA training step, padded vs packed (prints figures, about 2 minutes)"
 	@echo "make bench-handoff  does the adapter learn when to hand off? four training runs (about 25 minutes)"
+	@echo "make gpu-check  on a CUDA GPU: QLoRA memory and speed of Qwen2.5-1.5B/3B/7B, fits on 8 GB / 16 GB (at most 8 minutes)"
+	@echo "make gpu-check-bundle  download the pinned bitsandbytes wheel into .whl/ for a GPU machine without pip access"
+	@echo "make results-gpu  on a CUDA GPU with hub access: run labs 1-3 on the gpu profile, copy results to results/gpu/<model>/"
 	@echo "make serve      serve _build/html on http://127.0.0.1:$(PORT)"
 	@echo "make linkcheck  check external links (needs internet)"
 	@echo "make clean      remove _build (keeps the model/index/adapter cache in .cache)"
@@ -53,6 +56,19 @@ bench: $(STAMP)
 
 bench-handoff: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/handoff_decision.py
+
+# The GPU targets run $(GPU_PYTHON), a Python with a CUDA build of torch (the .venv has the CPU build).
+GPU_PYTHON ?= python3
+GPU_MODEL  ?= Qwen/Qwen2.5-1.5B-Instruct
+
+gpu-check:
+	HF_HUB_OFFLINE=1 PYTHONPATH=src timeout 600 $(GPU_PYTHON) benchmarks/gpu_check.py
+
+gpu-check-bundle:
+	$(PYTHON) -m pip download bitsandbytes==0.50.2 --no-deps --platform manylinux_2_24_x86_64 --only-binary=:all: -d .whl
+
+results-gpu:
+	FTRAG_PROFILE=gpu FTRAG_GPU_MODEL=$(GPU_MODEL) PYTHONPATH=src $(GPU_PYTHON) -m ftrag.gpu_results run
 
 serve:
 	@test -f _build/html/index.html || { echo "No site yet: run 'make book' first."; exit 1; }

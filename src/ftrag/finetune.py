@@ -528,15 +528,16 @@ def micro_batch_size(settings) -> int:
     return micro
 
 
-def qlora_model(profile):
-    """The model a training run updates: the profile's base in 4-bit NF4, prepared for k-bit training,
-    with fresh LoRA adapters on :func:`lora_target_modules` of the adapted blocks."""
+def qlora_model(profile, model=None):
+    """The model a training run updates: the profile's base in 4-bit NF4 (or ``model``, already in
+    NF4: ``benchmarks/gpu_check.py`` passes a random one), prepared for k-bit training, with fresh
+    LoRA adapters on :func:`lora_target_modules` of the adapted blocks."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from . import profiles
 
     s = profile.training
-    model = profiles.load_model(profile, quantized=True)
+    model = profiles.load_model(profile, quantized=True) if model is None else model
     keep_nf4_trainable(model)
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -614,7 +615,7 @@ def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, o
     args = TrainingArguments(
         output_dir=str(output_dir.with_name(output_dir.name + ".trainer")),
         use_cpu=not profile.is_gpu,
-        bf16=profile.is_gpu and dtype == torch.bfloat16,
+        bf16=dtype == torch.bfloat16,  # float32 on the cpu profile; bf16 autocast also runs on a CPU
         fp16=profile.is_gpu and dtype == torch.float16,
         per_device_train_batch_size=micro,
         gradient_accumulation_steps=s.batch_size // micro,

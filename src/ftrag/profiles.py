@@ -85,10 +85,18 @@ class Profile:
     eval_behaviour_limit: int | None = None
     eval_knowledge_spot_check: int | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    # Test only, set by gpu_profile_for_test and by nothing a reader configures: the compute dtype a
+    # GPU would pick, so that the gpu profile's settings run on a CPU in the test suite.
+    test_compute_dtype: str | None = None
 
     @property
     def is_gpu(self) -> bool:
         return self.device == "cuda"
+
+    @property
+    def loads_model_id(self) -> bool:
+        """The gpu profile loads ``model_id`` as it is (a hub id); the cpu profile its converted GGUF."""
+        return self.name == "gpu"
 
     def with_training(self, **changes: Any) -> "Profile":
         """A copy with some training settings changed (``profile.with_training(lora_rank=16)``)."""
@@ -142,25 +150,45 @@ def get_profile(name: str | None = None) -> Profile:
         )
     if name == "gpu":
         require_cuda()
-        model_id = os.environ.get(GPU_MODEL_ENV, DEFAULT_GPU_MODEL)
-        return Profile(
-            name="gpu",
-            model_id=model_id,
-            model_label=model_id.split("/")[-1],
-            embedder_label="all-MiniLM-L6-v2",
-            device="cuda",
-            quantize_for_inference=True,
-            context_window=4096,
-            max_new_tokens=128,
-            generation_batch_size=16,
-            training=TrainingSettings(lora_rank=16, lora_alpha=32, learning_rate=2e-4, batch_size=8,
-                                      max_steps=80, eval_every=20, max_seq_len=768,
-                                      gradient_checkpointing=True),
-        )
+        profile = gpu_profile_settings(os.environ.get(GPU_MODEL_ENV, DEFAULT_GPU_MODEL))
+        from .gpu import check_model_fits
+
+        check_model_fits(profile)  # a model too large for this card stops here, before any download
+        return profile
     raise CourseError(
         f"Unknown profile {name!r} in {PROFILE_ENV}. Use one of {', '.join(PROFILE_NAMES)} "
         f"(e.g. `export {PROFILE_ENV}=cpu`)."
     )
+
+
+def gpu_profile_settings(model_id: str) -> Profile:
+    """The gpu profile's settings for ``model_id`` (no CUDA check: :func:`get_profile` does that)."""
+    return Profile(
+        name="gpu",
+        model_id=model_id,
+        model_label=model_id.split("/")[-1],
+        embedder_label="all-MiniLM-L6-v2",
+        device="cuda",
+        quantize_for_inference=True,
+        context_window=4096,
+        max_new_tokens=128,
+        generation_batch_size=16,
+        training=TrainingSettings(lora_rank=16, lora_alpha=32, learning_rate=2e-4, batch_size=8,
+                                  max_steps=80, eval_every=20, max_seq_len=768,
+                                  gradient_checkpointing=True),
+    )
+
+
+def gpu_profile_for_test(model_dir: str | os.PathLike, *, compute_dtype: str = "bfloat16") -> Profile:
+    """TEST ONLY: the gpu profile's settings (4-bit NF4, its QLoRA settings, a 16-bit compute dtype)
+    on a local checkpoint folder, with every tensor on the CPU.
+
+    The test suite uses it to run the gpu code path end to end on a tiny random Qwen2 model without
+    a GPU. It is not a way to run the course: nothing in the labs or the environment selects it.
+    """
+    profile = gpu_profile_settings(str(model_dir))
+    return replace(profile, model_label=f"test-{Path(model_dir).name}", device="cpu",
+                   test_compute_dtype=compute_dtype)
 
 
 def require_cuda() -> None:
@@ -178,6 +206,8 @@ def compute_dtype(profile: Profile):
     fp16 on older ones such as the T4 (7.5), which have no fast bf16."""
     import torch
 
+    if profile.test_compute_dtype:
+        return getattr(torch, profile.test_compute_dtype)
     if not profile.is_gpu:
         return torch.float32
     major, _ = torch.cuda.get_device_capability()
@@ -273,7 +303,7 @@ def ensure_cpu_checkpoint(*, verbose: bool = True) -> Path:
 
 def model_source(profile: Profile) -> str:
     """What ``from_pretrained`` should load: the converted checkpoint (cpu) or the hub id (gpu)."""
-    return str(ensure_cpu_checkpoint()) if not profile.is_gpu else profile.model_id
+    return profile.model_id if profile.loads_model_id else str(ensure_cpu_checkpoint())
 
 
 # --------------------------------------------------------------------------- loading
@@ -283,6 +313,11 @@ def load_tokenizer(profile: Profile):
     from transformers import AutoTokenizer
 
     tok = _friendly_load(lambda: AutoTokenizer.from_pretrained(model_source(profile)), profile)
+    if not getattr(tok, "chat_template", None):
+        raise CourseError(
+            f"{profile.model_id} has no chat template, so the course cannot format its system prompt and "
+            f"questions as a conversation. Pick an instruct (chat) model in {GPU_MODEL_ENV}, e.g. "
+            f"{DEFAULT_GPU_MODEL}, not a base model.")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -310,7 +345,9 @@ def load_model(profile: Profile, *, quantized: bool | None = None):
     from transformers import AutoModelForCausalLM
 
     quantized = profile.quantize_for_inference if quantized is None else quantized
-    if quantized and not profile.is_gpu:
+    if profile.loads_model_id:
+        load_tokenizer(profile)  # a model without a chat template stops here, before its weights download
+    if quantized and not profile.loads_model_id:
         source = ensure_nf4_checkpoint(profile)
         model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(str(source), device_map="cpu"),
                                profile, folder=source, redo="quantise the model again")
@@ -371,7 +408,7 @@ def _friendly_load(load, profile: Profile, *, folder: Path | None = None, redo: 
         raise
     except Exception as exc:  # noqa: BLE001 - turned into one readable line below
         reason = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if profile.is_gpu:
+        if profile.loads_model_id:
             raise CourseError(
                 f"Could not load {profile.model_id} ({reason}). The gpu profile downloads "
                 "it from the Hugging Face hub the first time: check the network, the model id in "
