@@ -107,7 +107,9 @@ def test_evaluation_subset_is_fixed_and_keeps_changed_questions():
     assert sum(q.changes_after_update for q in k) >= 16  # half forced in, more may be picked
     assert [q.id for q in k] == [q.id for q in systems.evaluation_questions(course, _Profile(32, 10))[0]]
     k_all, u_all = systems.evaluation_questions(course, _Profile(None, None))
-    assert len(k_all) == len(course.knowledge) and len(u_all) == len(course.unanswerable)
+    assert len(k_all) == len(course.test.knowledge) and len(u_all) == len(course.test.unanswerable)
+    test_ids = {q.id for q in [*course.test.knowledge, *course.test.unanswerable]}
+    assert {q.id for q in [*k, *u, *k_all, *u_all]} <= test_ids   # reported numbers come from test only
 
 
 def test_looping_detects_repeated_tails_only():

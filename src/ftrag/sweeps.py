@@ -116,8 +116,7 @@ def max_new_tokens_rows(name: str, answers: Sequence, tokenizer, generated_with:
             raise CourseError(f"budget {budget} exceeds the {generated_with} tokens the replies were generated with")
         cut = [truncated_reply(tokenizer, a.reply.text, a.reply.new_tokens, budget) for a in answers]
         valid = [float(evaluate.parse_reply(text).valid) for text, _ in cut]
-        at_limit = [float(n >= budget and a.reply.new_tokens > n) or float(n >= budget)
-                    for (_, n), a in zip(cut, answers)]
+        at_limit = [float(a.reply.new_tokens >= budget) for a in answers]
         rows.append({"system": name, "max_new_tokens": budget, "schema_validity": evaluate.mean(valid),
                      "replies_at_token_limit": evaluate.mean(at_limit), "n": len(answers)})
     return rows

@@ -305,6 +305,26 @@ class Comparison:
 
         return pd.DataFrame(self.rows).T[list(METRICS)]
 
+    def display_table(self):
+        """The table for reading: human headers, rates with their 95% interval ("0.43 [0.33-0.53]"),
+        rounded to what the number of questions supports; "n/a" where a metric does not apply."""
+        import math
+
+        import pandas as pd
+
+        from .plots import METRIC_LABELS
+
+        def cell(system: str, metric: str) -> str:
+            value = self.rows[system][metric]
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                return "n/a"
+            if metric in RATE_METRICS:
+                lo, hi = self.intervals[system].get(metric, (value, value))
+                return f"{value:.2f} [{lo:.2f}-{hi:.2f}]"
+            return f"{value:.0f}" if metric == "prompt_tokens" else f"{value:.2f}"
+
+        return pd.DataFrame({METRIC_LABELS.get(m, m): {name: cell(name, m) for name in self.rows} for m in METRICS})
+
     def flat(self) -> dict[str, float]:
         """``cmp_<system>_<metric>`` keys for :func:`ftrag.results.save`."""
         out: dict[str, float] = {}

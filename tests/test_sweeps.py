@@ -1,0 +1,142 @@
+"""Settings are chosen on dev only, by written-down rules, and the profiles use what the saved
+sweeps picked."""
+import dataclasses
+import json
+import sys
+
+import pytest
+
+from ftrag import data, profiles, prompts, rag, sweeps
+from ftrag.errors import CourseError
+from ftrag.generation import Generation
+from ftrag.paths import REPO_ROOT
+from ftrag.rag import RetrievedChunk
+
+
+def _row(system, k, acc, split="dev"):
+    return {"system": system, "top_k": k, "knowledge_accuracy": acc, "split": split}
+
+
+def test_pick_top_k_takes_the_best_dev_accuracy_and_the_smaller_k_on_a_tie():
+    rows = [_row("rag", 1, 0.4), _row("rag", 2, 0.5), _row("rag", 3, 0.5), _row("hybrid", 1, 0.3), _row("hybrid", 5, 0.2)]
+    assert sweeps.pick_top_k(rows, "rag") == 2
+    assert sweeps.pick_top_k(rows, "hybrid") == 1
+    with pytest.raises(CourseError, match="dev split only"):
+        sweeps.pick_top_k(rows + [_row("rag", 10, 0.9, split="test")], "rag")
+    with pytest.raises(CourseError, match="no rows"):
+        sweeps.pick_top_k(rows, "base")
+
+
+def test_pick_max_new_tokens_is_the_smallest_budget_that_cuts_no_system_short():
+    rows = [{"system": s, "max_new_tokens": b, "schema_validity": v} for s, b, v in (
+        ("rag", 48, 0.5), ("rag", 72, 0.8), ("rag", 96, 0.8), ("hybrid", 48, 0.7), ("hybrid", 72, 0.9),
+        ("hybrid", 96, 0.95))]
+    assert sweeps.pick_max_new_tokens(rows) == 96
+    assert sweeps.pick_max_new_tokens(rows, tolerance=0.05) == 72
+
+
+def test_pick_training_keeps_answering_and_then_hands_off_most_where_needed():
+    rows = [{"steps": s, "handoff_share": h, "handoff_when_answer_needed": a, "handoff_when_needed": n}
+            for s, h, a, n in ((24, 0.5, 0.86, 0.91), (48, 0.5, 0.71, 0.73), (24, 0.2, 0.48, 0.73), (48, 0.2, 0.30, 0.60))]
+    assert sweeps.pick_training(rows) == (24, 0.2)        # the 0.91 run hands off almost everything
+    assert sweeps.pick_training(rows, min_answer_rate=0.9) == (24, 0.5)   # none qualifies: best hand-off rate
+
+
+class _Tokenizer:
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": text.split(" ")}
+
+    def decode(self, ids):
+        return " ".join(ids)
+
+
+def test_a_smaller_token_budget_is_a_truncation_of_the_longer_reply():
+    assert sweeps.truncated_reply(_Tokenizer(), "a b c d", 4, 2) == ("a b", 2)
+    assert sweeps.truncated_reply(_Tokenizer(), "a b", 2, 8) == ("a b", 2)
+
+
+class _FakeGenerator:
+    """Replies that depend on the prompt only (as greedy decoding does)."""
+
+    max_new_tokens = 16
+
+    def generate(self, conversations, desc=None, **_):
+        out = []
+        for conv in conversations:
+            user = conv[-1]["content"]
+            ids = [line.split("]")[0][1:] for line in user.splitlines() if line.startswith("[")]
+            answer = "It costs $4.99." if len(ids) == 1 else prompts.HANDOFF_ANSWER
+            out.append(Generation(prompts.answer_json(answer, ids[:1], len(ids) != 1), len(user) // 4, 8, 0.1, 0.1))
+        return out
+
+
+class _FakeRetriever:
+    def __init__(self, index, top_k=3):
+        self.top_k = top_k
+
+    def retrieve_many(self, questions):
+        chunks = [[RetrievedChunk(f"kb-{len(q) % 7}", f"kb-{len(q) % 7}-{i}", 0.5, "text") for i in range(self.top_k)]
+                  for q in questions]
+        return chunks, [0.0] * len(questions)
+
+
+def test_settings_are_chosen_from_dev_alone(monkeypatch):
+    """The choice is the same when the test questions are removed from the data altogether."""
+    monkeypatch.setattr(rag, "Retriever", _FakeRetriever)
+    course = data.load_all()
+    test_ids = {q.id for q in [*course.test.knowledge, *course.test.unanswerable]}
+    without_test = dataclasses.replace(
+        course, knowledge=tuple(q for q in course.knowledge if q.id not in test_ids),
+        unanswerable=tuple(q for q in course.unanswerable if q.id not in test_ids),
+        splits=(course.dev, dataclasses.replace(course.test, knowledge=(), unanswerable=())))
+    runs = [sweeps.top_k_rows("rag", _FakeGenerator(), None, c.dev, questions=c.knowledge, progress=False)
+            for c in (course, without_test)]
+    assert json.dumps(runs[0]) == json.dumps(runs[1])   # (json: NaN == NaN there)
+    assert {r["n_knowledge"] for r in runs[0]} == {len(course.dev.knowledge)}
+    assert sweeps.pick_top_k(runs[0], "rag") == sweeps.pick_top_k(runs[1], "rag") == 1
+
+
+# --------------------------------------------------------------------------- the profiles follow the saved sweeps
+
+
+@pytest.fixture(scope="module")
+def saved():
+    return sweeps.load_saved("cpu")
+
+
+def test_saved_sweeps_were_measured_on_the_dev_split(saved):
+    course = data.load_all()
+    for row in saved["top_k"]["rows"]:
+        assert row["split"] == "dev" and row["n_knowledge"] == len(course.dev.knowledge)
+        assert row["n_unanswerable"] == len(course.dev.unanswerable)
+    assert {r["top_k"] for r in saved["top_k"]["rows"]} == set(sweeps.TOP_K_CHOICES)
+
+
+def test_cpu_profile_uses_the_top_k_and_token_limit_the_dev_sweeps_picked(saved):
+    cpu = profiles.get_profile("cpu")
+    rows = saved["top_k"]["rows"]
+    assert cpu.retrieval_top_k == sweeps.pick_top_k(rows, "rag") == saved["top_k"]["picked"]["rag"]
+    assert cpu.hybrid_top_k == sweeps.pick_top_k(rows, "hybrid") == saved["top_k"]["picked"]["hybrid"]
+    assert cpu.max_new_tokens == sweeps.pick_max_new_tokens(saved["max_new_tokens"]["rows"])
+
+
+def test_cpu_profile_trains_the_length_and_data_mix_the_training_sweep_picked(saved):
+    sys.path.insert(0, str(REPO_ROOT / "data" / "scripts"))
+    import make_finetune
+
+    steps, share = sweeps.pick_training(saved["training"]["rows"])
+    assert (steps, share) == (saved["training"]["picked"]["steps"], saved["training"]["picked"]["handoff_share"])
+    assert profiles.get_profile("cpu").training.max_steps == steps
+    assert make_finetune.HANDOFF_SHARE == share
+    picked = next(r for r in saved["training"]["rows"] if (r["steps"], r["handoff_share"]) == (steps, share))
+    assert picked["handoff_chats"] == sum(e.kind == "handoff" for e in data.load_all().finetune_train)
+
+
+def test_missing_or_torn_sweeps_file_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweeps, "saved_path", lambda name: tmp_path / name / "sweeps.json")
+    with pytest.raises(CourseError, match="make sweeps"):
+        sweeps.load_saved("cpu")
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "sweeps.json").write_text('{"top_k": ')
+    with pytest.raises(CourseError, match="not valid JSON"):
+        sweeps.load_saved("cpu")
