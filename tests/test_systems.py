@@ -104,7 +104,8 @@ def test_evaluation_subset_is_fixed_and_keeps_changed_questions():
     course = data.load_all()
     k, u = systems.evaluation_questions(course, _Profile(32, 10))
     assert len(k) == 32 and len(u) == 10 and len({q.id for q in k}) == 32
-    assert sum(q.changes_after_update for q in k) >= 16  # half forced in, more may be picked
+    changed_in_test = sum(q.changes_after_update for q in course.test.knowledge)
+    assert sum(q.changes_after_update for q in k) == min(16, changed_in_test)  # forced in, up to half
     assert [q.id for q in k] == [q.id for q in systems.evaluation_questions(course, _Profile(32, 10))[0]]
     k_all, u_all = systems.evaluation_questions(course, _Profile(None, None))
     assert len(k_all) == len(course.test.knowledge) and len(u_all) == len(course.test.unanswerable)
@@ -129,3 +130,23 @@ def test_invalid_reply_report_counts_causes_and_prompt_lengths():
     report = systems.invalid_reply_report([valid, looped, cut, short_prose], max_new_tokens=72)
     assert report == {"replies": 4, "invalid": 3, "invalid_at_token_limit": 2, "invalid_looping": 1,
                       "median_prompt_tokens_valid": 90, "median_prompt_tokens_invalid": 420}
+
+
+def test_display_table_shows_rates_with_wilson_intervals_and_human_headers():
+    handoff = prompts.answer_json(prompts.HANDOFF_ANSWER, [], True)
+    right = _answer("k1", prompts.answer_json("It is $4.99 for you.", ["kb-plus"]), ["kb-plus"])
+    s = systems.score("rag", [right, _answer("k2", "30 days.", ["kb-returns"])], QUESTIONS, [_answer("u1", handoff)])
+    row = {**s.summary(), "fresh_accuracy": 1.0, "update_seconds": 1.5}
+    cmp = systems.Comparison({"rag": row}, {"rag": {**s.intervals(), "fresh_accuracy": (0.2, 1.0)}}, {"rag": s}, 2, 1, 1)
+    table = cmp.display_table()
+    assert "knowledge accuracy" in table.columns and "knowledge_accuracy" not in table.columns
+    lo, hi = evaluate.wilson_ci([1, 1])
+    assert table.loc["rag", "knowledge accuracy"] == f"1.00 [{lo:.2f}-{hi:.2f}]"
+    assert table.loc["rag", "prompt tokens"] == "100"
+
+
+def test_answers_table_keeps_whole_replies():
+    long_reply = "It costs $4.99. " * 30
+    styled = systems.answers_table([_answer("k1", long_reply)], QUESTIONS)
+    assert styled.data.loc[0, "reply"] == long_reply and bool(styled.data.loc[0, "correct"])
+    assert long_reply.strip() in styled.to_html()

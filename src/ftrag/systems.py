@@ -233,19 +233,22 @@ def paired(a: Scores, b: Scores, metric: str = "correct") -> evaluate.PairedTest
 
 
 def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | None = None):
-    """A pandas table of answers for display (question, reply, sources, correct when gold known)."""
+    """A table of answers for display (question, whole reply, sources, correct when gold known):
+    a pandas Styler whose reply column wraps instead of being cut, so a reader can check every
+    claim made about the replies. ``.data`` is the plain DataFrame."""
     import pandas as pd
 
     by_id = {q.id: q for q in questions or ()}
     rows = []
     for a in answers[:limit]:
-        row = {"id": a.question_id, "question": a.question, "reply": a.parsed.raw[:160],
+        row = {"id": a.question_id, "question": a.question, "reply": a.parsed.raw,
                "sources": ", ".join(a.sources), "valid JSON": a.parsed.valid}
         if a.question_id in by_id:
             row["gold"] = by_id[a.question_id].answers[0]
             row["correct"] = is_correct(a, by_id[a.question_id].answers)
         rows.append(row)
-    return pd.DataFrame(rows)
+    wrap = {"white-space": "normal", "word-break": "break-word", "min-width": "18em", "text-align": "left"}
+    return pd.DataFrame(rows).style.set_properties(subset=["question", "reply"], **wrap).hide(axis="index")
 
 
 def looping(text: str, *, min_repeats: int = 4) -> bool:
