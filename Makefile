@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cks
 JB_FLAGS := -W -n --keep-going
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book test test-fast test-site bench bench-handoff serve linkcheck clean clean-cache
+.PHONY: help env book test test-fast test-site bench bench-handoff bench-retrieval serve linkcheck clean clean-cache
 
 help:
 	@echo "make book       set up .venv, build the site into _build/html"
@@ -18,6 +18,7 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make bench      time a QLoRA training step, padded vs packed (prints figures, about 2 minutes)"
 	@echo "make bench-handoff  does the adapter learn when to hand off? four training runs (about 25 minutes)"
+	@echo "make bench-retrieval  exact vs approximate search at 10k/100k/1M chunks, writes results/cpu/ (about 5 minutes)"
 	@echo "make serve      serve _build/html on http://127.0.0.1:$(PORT)"
 	@echo "make linkcheck  check external links (needs internet)"
 	@echo "make clean      remove _build (keeps the model/index/adapter cache in .cache)"
@@ -53,6 +54,9 @@ bench: $(STAMP)
 
 bench-handoff: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/handoff_decision.py
+
+bench-retrieval: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/retrieval_scale.py
 
 serve:
 	@test -f _build/html/index.html || { echo "No site yet: run 'make book' first."; exit 1; }
