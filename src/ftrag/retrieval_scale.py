@@ -123,8 +123,8 @@ def measure(vectors, queries, *, k: int = 10, nprobes=NPROBES, seed: int = 0) ->
     exact = exact_index(vectors)
     exact_build, exact_mb = time.perf_counter() - start, _rss_mb() - before
     truth = exact.search(queries, k)[1]
-    rows.append({"n": n, "index": "exact (IndexFlatIP)", "nprobe": None, "recall_at_10": 1.0,
-                 "build_s": exact_build, "memory_mb": exact_mb, **latency_summary(single_query_seconds(exact, queries, k))})
+    rows.append({"n": n, "index": "exact (IndexFlatIP)", "nprobe": None, "recall_at_10": 1.0, "build_s": exact_build,
+                 "memory_mb": exact_mb, **latency_summary(single_query_seconds(exact, queries, k))})
     del exact
     before, start = _rss_mb(), time.perf_counter()
     ivf = ivf_index(vectors, seed=seed)
