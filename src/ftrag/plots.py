@@ -185,3 +185,42 @@ def training_sweep(rows: Sequence[dict], *, picked: tuple[int, float] | None = N
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- retrieval at scale
+
+
+def retrieval_scale(results: dict):
+    """Latency p95 (log scale) and index memory against collection size for exact search and for the
+    IVF setting that reaches the recall target, from ``ftrag.retrieval_scale.load()``."""
+    import matplotlib.pyplot as plt
+
+    from .retrieval_scale import chosen_ann
+
+    rows = results["rows"]
+    sizes = sorted({r["n"] for r in rows})
+    exact = [next(r for r in rows if r["n"] == n and r["nprobe"] is None) for n in sizes]
+    ann = [chosen_ann(rows, n, results["recall_target"]) for n in sizes]
+    ann_sizes = [n for n, r in zip(sizes, ann) if r]
+    ann = [r for r in ann if r]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8.6, 3.6), dpi=110)
+    for ax in (left, right):
+        ax.grid(alpha=0.3, which="both")
+        ax.set_xscale("log")
+        ax.set_xlabel("chunks in the collection")
+    left.plot(sizes, [r["p95_ms"] for r in exact], marker="o", color="#8c8c8c", label="exact (every vector)")
+    left.plot(ann_sizes, [r["p95_ms"] for r in ann], marker="o", color="#4c72b0",
+              label=f"IVF, recall@10 >= {results['recall_target']}")
+    for n, r in zip(ann_sizes, ann):
+        left.annotate(f"nprobe {r['nprobe']}\nrecall {r['recall_at_10']:.3f}", (n, r["p95_ms"]), fontsize=7,
+                      textcoords="offset points", xytext=(0, 8), ha="center")
+    left.set(yscale="log", ylabel="p95 latency per question (ms)", title="Search time")
+    left.legend(fontsize=8, loc="upper left")
+    right.plot(sizes, [r["memory_mb"] for r in exact], marker="o", color="#8c8c8c", label="exact")
+    right.plot(ann_sizes, [r["memory_mb"] for r in ann], marker="s", linestyle="--", color="#4c72b0", label="IVF")
+    right.set(yscale="log", ylabel="memory the index added (MB)", title="Memory")
+    right.legend(fontsize=8, loc="upper left")
+    fig.suptitle(f"{results['dimension']}-d vectors, one query at a time on one thread ({results['machine']}, "
+                 f"{results['date']})", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -139,6 +139,10 @@ class IndexInfo:
     build_seconds: float
     persist_dir: Path | None = None
     cached: bool = False
+    # bumped by apply_update, so retrievers that keep their own copy of the chunks (BM25) rebuild it
+    revision: int = 0
+    # "simple" (llama-index's in-memory store, persisted as JSON) or "qdrant" (ftrag.vector_store)
+    vector_store: str = "simple"
 
 
 def build_index(articles, chunking: ChunkSettings = DEFAULT_CHUNKING, *, progress: bool = False) -> IndexInfo:
@@ -152,35 +156,105 @@ def build_index(articles, chunking: ChunkSettings = DEFAULT_CHUNKING, *, progres
     return IndexInfo(index, chunking, len(articles), len(nodes), time.perf_counter() - start)
 
 
+class IndexMismatch(CourseError):
+    """A persisted index was built with another embedder or chunking than the one asked for."""
+
+
+def embedder_fingerprint() -> dict:
+    """Name and vector size of the configured embedding model, recorded with every persisted index.
+
+    A local model path is shortened to its last two parts, so the same model installed elsewhere
+    matches."""
+    from llama_index.core import Settings
+
+    _require_configured()
+    name = str(getattr(Settings.embed_model, "model_name", None) or type(Settings.embed_model).__name__)
+    return {"name": "/".join(Path(name).parts[-2:]), "dimension": len(query_embedding("dimension probe"))}
+
+
+def index_meta(info: IndexInfo) -> dict:
+    """What ``ftrag_index.json`` records about an index (its fingerprint and sizes)."""
+    return {"chunking": info.chunking.fingerprint(), "embedder": embedder_fingerprint(),
+            "vector_store": info.vector_store, "n_articles": info.n_articles, "n_chunks": info.n_chunks,
+            "build_seconds": info.build_seconds}
+
+
+def check_fingerprint(meta: dict, persist_dir: Path, chunking: ChunkSettings | None = None) -> ChunkSettings:
+    """The stored chunking, after checking that the index matches the configured embedder and, if
+    given, the ``chunking`` asked for; a mismatch is an :class:`IndexMismatch` that names the fix."""
+    rebuild = (f"delete {persist_dir} and rebuild it (`rag.ensure_index(articles, chunking)` rebuilds a "
+               "cached index by itself)")
+    stored = meta.get("embedder")
+    if stored is None:
+        raise IndexMismatch(f"The index in {persist_dir} does not record which embedder built it (it predates "
+                            f"fingerprints), so its vectors cannot be trusted to match: {rebuild}.")
+    current = embedder_fingerprint()
+    if stored != current:
+        raise IndexMismatch(
+            f"The index in {persist_dir} was built with the embedder {stored['name']} ({stored['dimension']}-d "
+            f"vectors), but llama-index is configured with {current['name']} ({current['dimension']}-d): "
+            f"questions and chunks would be embedded differently. Either `rag.configure(...)` the profile whose "
+            f"embedder built it, or {rebuild}.")
+    splitter_name, size, overlap, with_title = meta["chunking"].split("-")
+    built = ChunkSettings(int(size), int(overlap), splitter_name, bool(int(with_title)))
+    if chunking is not None and chunking != built:
+        raise IndexMismatch(
+            f"The index in {persist_dir} was chunked as '{built.label}', not '{chunking.label}' as asked. Load the "
+            f"folder built for that chunking (`rag.index_dir(articles, chunking)`), or build one with "
+            f"`rag.ensure_index(articles, chunking)`.")
+    return built
+
+
+def write_meta(info: IndexInfo, persist_dir: Path, **extra) -> None:
+    tmp = Path(persist_dir) / "ftrag_index.json.partial"
+    tmp.write_text(json.dumps({**index_meta(info), **extra}))
+    tmp.rename(Path(persist_dir) / "ftrag_index.json")
+
+
 def persist(info: IndexInfo, persist_dir: Path) -> Path:
+    """Write the index and its fingerprint to ``persist_dir`` (replacing what was there). A Qdrant
+    index lives in its database: it is persisted to its own folder (see :mod:`ftrag.vector_store`)."""
+    if info.vector_store != "simple":
+        from .vector_store import persist_qdrant
+
+        return persist_qdrant(info, persist_dir)
     persist_dir = Path(persist_dir)
     tmp = persist_dir.with_name(persist_dir.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     info.index.storage_context.persist(persist_dir=str(tmp))
-    (tmp / "ftrag_index.json").write_text(json.dumps({
-        "chunking": info.chunking.fingerprint(), "n_articles": info.n_articles, "n_chunks": info.n_chunks,
-        "build_seconds": info.build_seconds}))
+    write_meta(info, tmp)
     shutil.rmtree(persist_dir, ignore_errors=True)
     tmp.rename(persist_dir)
     info.persist_dir = persist_dir
     return persist_dir
 
 
-def load_index(persist_dir: Path) -> IndexInfo:
-    """Reload a persisted index; a missing or incomplete folder gives a clear error."""
-    from llama_index.core import StorageContext, load_index_from_storage
-
-    persist_dir = Path(persist_dir)
-    missing = [f for f in (*PERSIST_FILES, "ftrag_index.json") if not (persist_dir / f).exists()]
+def read_meta(persist_dir: Path, required: Sequence[str] = PERSIST_FILES) -> dict:
+    """``ftrag_index.json`` of a persisted index, after checking that the folder is complete."""
+    missing = [f for f in (*required, "ftrag_index.json") if not (Path(persist_dir) / f).exists()]
     if missing:
         raise CourseError(f"No complete index in {persist_dir} (missing {', '.join(missing)}). Build it with "
                           "`rag.ensure_index(...)` (the RAG lab does), or delete the folder and rebuild.")
+    return json.loads((Path(persist_dir) / "ftrag_index.json").read_text())
+
+
+def load_index(persist_dir: Path, *, chunking: ChunkSettings | None = None) -> IndexInfo:
+    """Reload a persisted index; a missing or incomplete folder, or one built with another embedder
+    (or another chunking than ``chunking``, when given), gives a clear error."""
+    from llama_index.core import StorageContext, load_index_from_storage
+
+    persist_dir = Path(persist_dir)
+    meta_file = persist_dir / "ftrag_index.json"
+    if meta_file.exists() and json.loads(meta_file.read_text()).get("vector_store", "simple") != "simple":
+        from .vector_store import load_qdrant_index
+
+        return load_qdrant_index(persist_dir, chunking=chunking)
+    meta = read_meta(persist_dir)
     _require_configured()
-    meta = json.loads((persist_dir / "ftrag_index.json").read_text())
-    splitter_name, size, overlap, with_title = meta["chunking"].split("-")
+    built = check_fingerprint(meta, persist_dir, chunking)
     index = load_index_from_storage(StorageContext.from_defaults(persist_dir=str(persist_dir)))
-    return IndexInfo(index, ChunkSettings(int(size), int(overlap), splitter_name, bool(int(with_title))),
-                     meta["n_articles"], meta["n_chunks"], meta["build_seconds"], persist_dir, cached=True)
+    return IndexInfo(index, built, meta["n_articles"], meta["n_chunks"], meta["build_seconds"], persist_dir,
+                     cached=True)
 
 
 def kb_fingerprint(articles) -> str:
@@ -195,10 +269,13 @@ def index_dir(articles, chunking: ChunkSettings, name: str = "kb") -> Path:
 
 
 def ensure_index(articles, chunking: ChunkSettings = DEFAULT_CHUNKING, *, name: str = "kb") -> IndexInfo:
-    """Load the persisted index for exactly these articles and chunking, or build and persist it."""
+    """Load the persisted index for exactly these articles, chunking and embedder, or build and persist it."""
     target = index_dir(articles, chunking, name)
     if (target / "ftrag_index.json").exists():
-        return load_index(target)
+        try:
+            return load_index(target, chunking=chunking)
+        except IndexMismatch:
+            pass  # built with another embedder (or before fingerprints): a stale cache, rebuilt below
     info = build_index(articles, chunking)
     persist(info, target)
     return info
@@ -217,17 +294,34 @@ def _require_configured() -> None:
 
 
 class Retriever:
-    """Top-k retrieval returning chunks with their article ids and cosine scores."""
+    """Top-k retrieval returning chunks with their article ids and scores.
 
-    def __init__(self, info: IndexInfo, top_k: int = 3):
+    ``mode="dense"`` ranks by cosine similarity of embeddings (the score is the cosine);
+    ``"bm25"`` by keyword overlap (the score is BM25's); ``"hybrid"`` fuses the ``fusion_depth`` best
+    of both by reciprocal rank fusion (the score is the fused one, see :mod:`ftrag.hybrid_retrieval`).
+    """
+
+    def __init__(self, info: IndexInfo, top_k: int = 3, *, mode: str = "dense", fusion_depth: int | None = None):
+        from . import hybrid_retrieval as hybrid
+
         self.info = info
         self.top_k = top_k
-        self._retriever = info.index.as_retriever(similarity_top_k=top_k)
+        self.mode = hybrid.check_mode(mode)
+        self.fusion_depth = max(top_k, fusion_depth or hybrid.FUSION_DEPTH) if mode == "hybrid" else top_k
+        self._retriever = info.index.as_retriever(similarity_top_k=self.fusion_depth)
+        self._keywords = hybrid.KeywordIndex(info) if mode != "dense" else None
 
     def retrieve(self, question: str) -> list[RetrievedChunk]:
         from llama_index.core.schema import QueryBundle
 
-        hits = self._retriever.retrieve(QueryBundle(query_str=question, embedding=query_embedding(question)))
+        from .hybrid_retrieval import fuse_hits
+
+        if self.mode == "bm25":
+            hits = self._keywords.search(question, self.top_k)
+        else:
+            hits = self._retriever.retrieve(QueryBundle(query_str=question, embedding=query_embedding(question)))
+            if self.mode == "hybrid":
+                hits = fuse_hits(hits, self._keywords.search(question, self.fusion_depth), self.top_k)
         return [RetrievedChunk(h.node.ref_doc_id or h.node.metadata.get("article_id", "?"), h.node.node_id,
                                float(h.score or 0.0), h.node.get_content()) for h in hits]
 
@@ -260,24 +354,32 @@ class RetrievalReport:
     first_gold_rank: list[int | None] = field(default_factory=list)
 
 
-def retrieval_report(info: IndexInfo, questions, *, max_k: int = 10) -> RetrievalReport:
-    """Rank of the first chunk from a gold article for each question (``question.article_ids``)."""
+def report_from_ranks(ranks: Sequence[int | None], max_k: int = 10, label: str = "") -> RetrievalReport:
+    """hit@k and MRR from the rank of the first gold chunk per question (``None``: not in the top max_k)."""
+    if not ranks:
+        raise CourseError("No questions to measure retrieval on; pass at least one question.")
+    n = len(ranks)
+    hit_at = {k: sum(1 for r in ranks if r is not None and r <= k) / n for k in range(1, max_k + 1)}
+    mrr = sum(1 / r for r in ranks if r is not None) / n
+    return RetrievalReport(hit_at, mrr, n, label, list(ranks))
+
+
+def retrieval_report(info: IndexInfo, questions, *, max_k: int = 10, mode: str = "dense") -> RetrievalReport:
+    """Rank of the first chunk from a gold article for each question (``question.article_ids``),
+    retrieving with :class:`Retriever` in the given ``mode``."""
     known = set(info.index.ref_doc_info)
     for q in questions:
         unknown = [a for a in q.article_ids if a not in known]
         if unknown:
             raise CourseError(f"Question {q.id} names gold article(s) {unknown} that are not in the index; "
                               "fix data/eval or rebuild the index from the right knowledge base.")
-    retriever = Retriever(info, top_k=max_k)
+    retriever = Retriever(info, top_k=max_k, mode=mode)
     ranks: list[int | None] = []
     for q in questions:
         gold = set(q.article_ids)
         chunks = retriever.retrieve(q.question)
         ranks.append(next((r for r, c in enumerate(chunks, 1) if c.article_id in gold), None))
-    n = len(ranks)
-    hit_at = {k: sum(1 for r in ranks if r is not None and r <= k) / n for k in range(1, max_k + 1)}
-    mrr = sum(1 / r for r in ranks if r is not None) / n
-    return RetrievalReport(hit_at, mrr, n, info.chunking.label, ranks)
+    return report_from_ranks(ranks, max_k, info.chunking.label)
 
 
 def chunking_sweep(articles, questions, settings: Sequence[ChunkSettings], *, max_k: int = 10):
@@ -305,7 +407,12 @@ def apply_update(info: IndexInfo, updates, *, persist_dir: Path | None = None) -
 
     An update whose id exists replaces that article (``refresh_ref_docs``); a new id is inserted.
     With ``persist_dir`` the updated index is written there (the original folder is left as it was).
+    A Qdrant index is changed in its database, so it is always re-persisted to its own folder.
     """
+    if info.vector_store != "simple":
+        from .vector_store import check_update_target
+
+        persist_dir = check_update_target(info, persist_dir)
     start = time.perf_counter()
     index = info.index
     existing = set(index.ref_doc_info)
@@ -317,6 +424,7 @@ def apply_update(info: IndexInfo, updates, *, persist_dir: Path | None = None) -
     # chunk the updates exactly like the original build, then embed and insert only those chunks
     index.insert_nodes(chunk(updates, info.chunking))
     info.n_articles = len(index.ref_doc_info)
+    info.revision += 1
     seconds = time.perf_counter() - start
     if persist_dir is not None:
         persist(info, Path(persist_dir))
