@@ -140,3 +140,11 @@ def test_missing_or_torn_sweeps_file_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "cpu" / "sweeps.json").write_text('{"top_k": ')
     with pytest.raises(CourseError, match="not valid JSON"):
         sweeps.load_saved("cpu")
+
+
+def test_a_profile_without_saved_sweeps_is_shown_the_cpu_ones_and_told_so(capsys):
+    gpu_like = dataclasses.replace(profiles.get_profile("cpu"), name="no-such-profile")
+    saved, own = sweeps.load_for(gpu_like)
+    assert not own and saved == sweeps.load_saved("cpu")
+    assert "No sweeps saved for the no-such-profile profile" in capsys.readouterr().out
+    assert sweeps.load_for(profiles.get_profile("cpu"))[1]

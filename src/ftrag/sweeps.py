@@ -42,6 +42,16 @@ def load_saved(profile_name: str) -> dict:
                           "`make sweeps` again.") from None
 
 
+def load_for(profile) -> tuple[dict, bool]:
+    """The profile's saved sweeps and ``True``; or, where none were saved for it yet (the gpu profile
+    until someone runs ``make sweeps`` on a GPU), the cpu profile's and ``False``, with a note."""
+    if saved_path(profile.name).exists():
+        return load_saved(profile.name), True
+    print(f"No sweeps saved for the {profile.name} profile yet (run `make sweeps` with FTRAG_PROFILE="
+          f"{profile.name}); showing the cpu profile's, which chose the cpu settings only.")
+    return load_saved("cpu"), False
+
+
 def save(profile_name: str, section: str, payload: dict) -> Path:
     """Write one sweep's section into ``results/<profile>/sweeps.json`` (other sections kept)."""
     path = saved_path(profile_name)
