@@ -184,3 +184,11 @@ def test_scenario_table_and_flowchart_render():
     assert sum(t.startswith("HYBRID") for t in texts) == 1
     assert sum(t.startswith("FINE-TUNE") for t in texts) == 1
     assert isinstance(TREE, Question)
+    # the book draws the two branches of the first question, each with half the recommendations
+    for branch, only in ((TREE.yes, "HYBRID"), (TREE.no, "FINE-TUNE")):
+        big = flowchart(branch, fontsize=11)
+        texts = [t.get_text() for t in big.axes[0].texts]
+        assert sum(t.startswith(only) for t in texts) == 1
+        assert big.get_size_inches()[0] < fig.get_size_inches()[0]
+    with pytest.raises(CourseError, match="single recommendation"):
+        flowchart(TREE.yes.no)

@@ -336,6 +336,19 @@ def test_behaviour_report_scores_json_voice_and_handoff():
     assert rep["voice_rules"]["no_disclaimer"] == pytest.approx(2 / 3)
     assert 0 < rep["voice"] < 1
     assert "needs_human_accuracy" not in finetune.behaviour_report([good])
+    table = finetune.behaviour_table({"before": rep})
+    assert table.loc["voice: sign off", "before"] == pytest.approx(2 / 3)
+    assert not [label for label in table.index if "_" in label.replace("needs_human", "")]  # the JSON key stays
+
+
+def test_coverage_says_how_much_of_the_data_the_steps_read():
+    def run(steps, examples, batch_size=4):
+        return finetune.TrainResult("a", [], [], 1.0, 1.0, steps, 1.0, 1, 10, {"batch_size": batch_size},
+                                    examples=examples)
+
+    assert run(24, 358).coverage() == "24 steps of 4 chats: 96 of the 358 training chats, once each"
+    assert run(96, 358).coverage() == "96 steps of 4 chats: 1.1 passes over the 358 training chats"
+    assert run(5, 0).coverage() == "5 steps"  # a result stored before examples were recorded
 
 
 def test_distinct_first_prefers_replies_not_seen_yet():

@@ -20,3 +20,35 @@ def glue_results(labs: tuple[str, ...] = results.LABS) -> dict[str, object]:
             glue(key, value, display=False)
             glued[key] = value
     return glued
+
+
+def significant(value: float, digits: int = 2) -> float:
+    """``value`` rounded to ``digits`` significant figures, for numbers whose inputs are guesses:
+    a break-even point of 10,000,489 requests computed from assumed prices is "about 10,000,000".
+
+    >>> significant(10_000_489)
+    10000000.0
+    >>> significant(0.000143, 1)
+    0.0001
+    """
+    import math
+
+    if digits < 1:
+        raise ValueError("digits must be at least 1")
+    if value == 0 or not math.isfinite(value):
+        return float(value)
+    exponent = math.floor(math.log10(abs(value)))
+    return float(round(value, digits - 1 - exponent))
+
+
+def percent(share: float, digits: int = 1) -> str:
+    """A share (0..1) as a percentage with ``digits`` significant figures and no exponent:
+    ``percent(0.00003)`` is ``"0.003%"`` and ``percent(0.356)`` is ``"40%"``, where ``:.2%`` prints
+    ``"0.00%"`` (as if nothing) and ``"35.60%"`` (more precision than an estimate carries)."""
+    import math
+
+    rounded = significant(share * 100, digits)
+    if rounded == 0 or not math.isfinite(rounded):
+        return f"{rounded:g}%"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:.{decimals}f}%"

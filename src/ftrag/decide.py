@@ -370,12 +370,17 @@ def _layout(node: Node, depth: int, next_x: list[float], pos: dict) -> float:
     return x
 
 
-def flowchart(tree: Question = TREE):
+def flowchart(tree: Question = TREE, *, fontsize: float = 8):
     """Draw the decision tree that :func:`decide` walks, as a matplotlib Figure.
 
     Questions are white boxes, recommendations are coloured by approach; each edge is labelled
-    yes/no. Rendered at build time, so the book needs no diagram service.
+    yes/no. Rendered at build time, so the book needs no diagram service. The whole tree has eight
+    recommendations side by side, too wide to read at a page's width: the book draws the two
+    branches of the first question separately (``flowchart(TREE.yes)``, ``flowchart(TREE.no)``)
+    with a larger ``fontsize``.
     """
+    if not isinstance(tree, Question):
+        raise CourseError("flowchart draws a question and what follows it; got a single recommendation.")
     import matplotlib.pyplot as plt
     from matplotlib.patches import FancyBboxPatch
 
@@ -384,7 +389,8 @@ def flowchart(tree: Question = TREE):
     n_leaves = sum(1 for _ in _leaves(tree))
     depth = max(d for _, d in pos.values())
 
-    fig, ax = plt.subplots(figsize=(1.75 * n_leaves, 1.6 * (depth + 1)))
+    scale = fontsize / 8  # boxes grow with the text
+    fig, ax = plt.subplots(figsize=(1.75 * scale * n_leaves, 1.35 * scale * (depth + 1)))
     ax.set_xlim(-0.6, n_leaves - 0.4)
     ax.set_ylim(-depth - 0.6, 0.6)
     ax.axis("off")
@@ -401,7 +407,7 @@ def flowchart(tree: Question = TREE):
         else:
             text, face, weight, width = node.text, "white", "normal", 24
         wrapped = "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
-        ax.text(x, y, wrapped, ha="center", va="center", fontsize=8,
+        ax.text(x, y, wrapped, ha="center", va="center", fontsize=fontsize,
                 fontweight=weight, zorder=3,
                 bbox=dict(boxstyle="round,pad=0.4", facecolor=face, edgecolor="#555555"))
 
@@ -413,14 +419,15 @@ def flowchart(tree: Question = TREE):
                 ax.annotate("", xy=(x1, y1 + 0.3), xytext=(x0, y0 - 0.3),
                             arrowprops=dict(arrowstyle="->", color="#555555"), zorder=1)
                 ax.text((x0 + x1) / 2, (y0 + y1) / 2, label, ha="center", va="center",
-                        fontsize=8, color="#333333", zorder=2,
+                        fontsize=fontsize, color="#333333", zorder=2,
                         bbox=dict(boxstyle="round,pad=0.15", facecolor="white", edgecolor="none"))
                 draw(child)
 
     draw(tree)
+    shown = {leaf.approach for leaf in _leaves(tree)}
     handles = [FancyBboxPatch((0, 0), 1, 1, facecolor=c, edgecolor="#555555", label=a)
-               for a, c in APPROACH_COLOURS.items()]
-    ax.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=8,
+               for a, c in APPROACH_COLOURS.items() if a in shown]
+    ax.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=fontsize,
               bbox_to_anchor=(0.5, -0.04))
     fig.tight_layout()
     return fig

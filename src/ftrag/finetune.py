@@ -245,8 +245,12 @@ def nf4_merge_loss(peft_model) -> dict[str, float]:
     For each layer with base weight ``W`` and update ``D = (alpha/r) B A``: the 4-bit base holds
     ``Q(W)`` (quantise to NF4 and back); merging and storing back in 4-bit gives ``Q(Q(W) + D)``.
     ``kept = Q(Q(W) + D) - Q(W)`` is the update that survives. Returned: the mean relative error
-    ``|kept - D| / |D|`` (1.0 means the update is as good as gone), the mean relative size of the
-    update ``|D| / |W|``, and the same error for a merge into the full-precision weights (0).
+    ``|kept - D| / |D|`` (``update_lost_nf4``; norms are Frobenius norms), the mean relative size of
+    the update ``|D| / |W|``, and the same error for a merge into the full-precision weights (0).
+    An error of 1.0 is what dropping the update entirely would give (``kept = 0``). It exceeds 1.0
+    when re-quantising moves some weights to a neighbouring NF4 level, or changes a block's scale
+    constant, by more than the update: the change stored in 4 bits is then further from ``D``
+    than no change at all, because the rounding noise is larger than the update itself.
     """
     import bitsandbytes.functional as F
     import torch
@@ -313,6 +317,18 @@ class TrainResult:
     @property
     def trainable_share(self) -> float:
         return self.trainable_params / self.total_params if self.total_params else float("nan")
+
+    def coverage(self) -> str:
+        """What the optimizer steps read, in words: ``"24 steps of 4 chats: 96 of the 358 training
+        chats, once each"``, or the number of passes when the steps read the data more than once."""
+        batch = int(self.settings.get("batch_size") or 0)
+        if batch <= 0 or self.examples <= 0:
+            return f"{self.steps} steps"
+        read = self.steps * batch
+        head = f"{self.steps} steps of {batch} chats"
+        if read <= self.examples:
+            return f"{head}: {read} of the {self.examples} training chats, once each"
+        return f"{head}: {read / self.examples:.1f} passes over the {self.examples} training chats"
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -856,7 +872,7 @@ def behaviour_table(reports: Mapping[str, Mapping[str, Any]]):
     rows: dict[str, dict[str, Any]] = {}
     for name, rep in reports.items():
         col = {"prompts": rep["n"], "JSON valid": rep["json_valid"], "voice score": rep["voice"]}
-        col.update({f"voice: {rule}": share for rule, share in rep["voice_rules"].items()})
+        col.update({f"voice: {rule.replace('_', ' ')}": share for rule, share in rep["voice_rules"].items()})
         if "needs_human_accuracy" in rep:
             col["needs_human correct"] = rep["needs_human_accuracy"]
         for key, label in (("handoff_reply_when_needed", "hand-off reply, when needed"),

@@ -4,9 +4,11 @@ Everything here is plain arithmetic on parameter counts, so it runs without torc
 enough to plan hardware with. The assumptions, stated once:
 
 * **Weights** take ``n_params * bits / 8`` bytes. 32-bit is float32, 16-bit is bfloat16/float16,
-  4-bit is the NF4 data type of QLoRA. Real 4-bit checkpoints are a little larger: every block of
-  64 weights also stores a quantisation constant (see :func:`nf4_bits_per_param`), and the
-  embedding matrix, the output head and the norms usually stay in 16 bits.
+  4-bit is the NF4 data type of QLoRA. Real 4-bit models are larger: every block of 64 weights
+  also stores a quantisation constant (see :func:`nf4_bits_per_param`), and only the linear
+  layers of the decoder blocks are quantised; the embedding matrix, the output head and the norms
+  keep the precision the model was loaded in (float32 on the cpu profile, where SmolLM2-135M's
+  embeddings alone are a fifth of the parameters; see ``finetune.memory_comparison``).
 * **Training** memory (:func:`training_memory`) counts the weights, the gradients and the AdamW
   optimiser state, the way the ZeRO paper (Rajbhandari et al., 2020) counts "model states":
   mixed-precision full fine-tuning needs 2 bytes (16-bit weights) + 2 (16-bit gradients) + 4
@@ -139,8 +141,9 @@ def memory_table(sizes: Mapping[str, float] | None = None,
 def lora_params(d_in: int, d_out: int, rank: int) -> int:
     """Trainable parameters LoRA adds to one ``d_in x d_out`` linear layer: ``rank * (d_in + d_out)``.
 
-    The frozen weight ``W`` (``d_in * d_out`` numbers) is left alone; LoRA learns ``A`` (``d_in x r``)
-    and ``B`` (``r x d_out``) and uses ``W + (alpha / r) * A B`` (Hu et al., 2021).
+    The frozen weight ``W`` (``d_out x d_in``, as PyTorch stores it) is left alone; LoRA learns
+    ``B`` (``d_out x r``) and ``A`` (``r x d_in``) and uses ``W + (alpha / r) * B A`` (Hu et al.,
+    2021; peft's ``lora_B`` and ``lora_A``).
     """
     for name, value in (("d_in", d_in), ("d_out", d_out), ("rank", rank)):
         _check_positive(name, value, integer=True)

@@ -25,3 +25,13 @@ def results_dir() -> Path:
     path = Path(os.environ.get("FTRAG_RESULTS_DIR", BUILD_DIR / "results"))
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def for_display(path: str | os.PathLike) -> str:
+    """``path`` as a lab prints it: relative to the repository (``.cache/indexes/...``) when it lies
+    inside it, else only its name, so no one's home directory ends up in a notebook's output."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return path.name
