@@ -159,7 +159,8 @@ class Scores:
     over both. Each list is in question order, so two systems' lists pair up (:func:`paired`)."""
 
     system: str
-    question_ids: list[str] = field(default_factory=list)
+    knowledge_ids: list[str] = field(default_factory=list)
+    unanswerable_ids: list[str] = field(default_factory=list)
     correct: list[float] = field(default_factory=list)
     cited: list[float] = field(default_factory=list)
     retrieved_gold: list[float] = field(default_factory=list)
@@ -206,7 +207,7 @@ def score(system: str, knowledge: Sequence[Answer], questions, unanswerable: Seq
         accepted = q.gold_answers(after_update)
         gold_ids = q.gold_article_ids(after_update)
         correct = is_correct(a, accepted)
-        s.question_ids.append(a.question_id)
+        s.knowledge_ids.append(a.question_id)
         s.correct.append(float(correct))
         s.cited.append(float(cites_gold(a, gold_ids)))
         s.confident_wrong.append(float(not correct and not is_handoff(a)))
@@ -220,14 +221,15 @@ def score(system: str, knowledge: Sequence[Answer], questions, unanswerable: Seq
         s.latency.append(a.latency)
         s.prompt_tokens.append(a.reply.prompt_tokens)
     for a in unanswerable:
-        s.question_ids.append(a.question_id)
+        s.unanswerable_ids.append(a.question_id)
         s.refused.append(float(is_handoff(a)))
     return s
 
 
 def paired(a: Scores, b: Scores, metric: str = "correct") -> evaluate.PairedTest:
     """McNemar's test of "A and B differ on ``metric``" over the questions both answered."""
-    if a.question_ids != b.question_ids:
+    ids = {"refused": ("unanswerable_ids",), "valid": ("knowledge_ids", "unanswerable_ids")}.get(metric, ("knowledge_ids",))
+    if any(getattr(a, name) != getattr(b, name) for name in ids):
         raise ValueError(f"{a.system} and {b.system} were not asked the same questions in the same order")
     return evaluate.mcnemar(getattr(a, metric), getattr(b, metric))
 
