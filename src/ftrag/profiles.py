@@ -76,7 +76,7 @@ class Profile:
     generation_batch_size: int
     # Chunks put in the prompt by RAG and by the hybrid. Chosen on the dev split by `make sweeps`
     # (results/<profile>/sweeps.json); tests/test_sweeps.py fails when these and the saved picks differ.
-    retrieval_top_k: int = 3
+    retrieval_top_k: int = 1
     hybrid_top_k: int = 3
     # How many evaluation questions the answer-level measurements use (None = all). On the cpu
     # profile generation dominates the run time, so the labs use a fixed, stratified subset.
