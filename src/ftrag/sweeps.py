@@ -150,13 +150,17 @@ def pick_max_new_tokens(rows: Sequence[dict], *, tolerance: float = 0.0) -> int:
 def pick_training(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> tuple[int, float]:
     """``(steps, handoff_share)`` of the behaviour adapter: among the runs that still answer at least
     ``min_answer_rate`` of the prompts whose context holds the answer, the one that hands off most
-    often where it should; on a tie, fewer steps. Measured on the behaviour validation chats and
-    format prompts (``benchmarks/handoff_decision.py``), never on the evaluation questions."""
+    often where it should; on a tie, fewer steps. When no run answers that often, the constraint
+    comes first: the run that answers most (a "hand everything off" adapter is never the pick).
+    Measured on the behaviour validation chats and format prompts
+    (``benchmarks/handoff_decision.py``), never on the evaluation questions."""
     if not rows:
         raise CourseError("The training sweep is empty; run `make bench-handoff`.")
     answering = [r for r in rows if 1 - r["handoff_when_answer_needed"] >= min_answer_rate]
-    pool = answering or rows
-    best = min(pool, key=lambda r: (-r["handoff_when_needed"], r["steps"], -r["handoff_share"]))
+    if answering:
+        best = min(answering, key=lambda r: (-r["handoff_when_needed"], r["steps"], -r["handoff_share"]))
+    else:
+        best = min(rows, key=lambda r: (r["handoff_when_answer_needed"], -r["handoff_when_needed"], r["steps"]))
     return best["steps"], best["handoff_share"]
 
 
