@@ -218,7 +218,7 @@ def test_handoff_share_changes_only_the_training_hand_offs(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT / "src")}
     script = str(REPO_ROOT / "data" / "scripts" / "make_finetune.py")
-    subprocess.run([sys.executable, script, "--out", str(tmp_path), "--handoff-share", "0.2"],
+    subprocess.run([sys.executable, script, "--out", str(tmp_path), "--handoff-share", "0.05"],
                    check=True, env=env, capture_output=True)
     fewer, shipped = load_finetune("train", tmp_path / "train.jsonl"), load_finetune("train")
     count = lambda rows, kind: sum(e.kind == kind for e in rows)  # noqa: E731
