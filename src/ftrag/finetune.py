@@ -575,9 +575,17 @@ def keep_nf4_trainable(model) -> int:
     160% (relative norm), and the behaviour run's loss rose from 1.8 to 3.9 instead of falling.
     Training models keep the standard layout; on CPUs without AVX512-BF16 nothing changes. A model
     whose weights were already repacked raises :class:`CourseError`.
+
+    The switch is found by name, so a bitsandbytes release that renames it would make this do
+    nothing, and the wrong gradients would come back without a sign. A model that holds 4-bit
+    weights (``Params4bit``, recognised by their ``quant_state``) none of which has the switch
+    therefore raises :class:`CourseError` too; a model without 4-bit layers is left alone (0).
     """
     touched = 0
+    nf4_layers = 0
     for module in model.modules():
+        if hasattr(getattr(module, "weight", None), "quant_state"):
+            nf4_layers += 1
         if not hasattr(module, "support_avx512bf16_for_cpu"):
             continue
         if getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False):
@@ -587,6 +595,11 @@ def keep_nf4_trainable(model) -> int:
                               "(finetune.qlora_model does).")
         module.support_avx512bf16_for_cpu = False
         touched += 1
+    if nf4_layers and not touched:
+        raise CourseError(f"The model has {nf4_layers} 4-bit layers, but none has bitsandbytes' "
+                          "`support_avx512bf16_for_cpu` switch, so keep_nf4_trainable cannot stop the repacking "
+                          "that breaks training on some CPUs. The installed bitsandbytes is not the pinned one: "
+                          "reinstall it with `pip install bitsandbytes==0.50.2` (or `make env`).")
     return touched
 
 
@@ -766,8 +779,11 @@ def adapter_hash(adapter_dir: str | os.PathLike) -> str:
 
 
 def adapter_cache_tag(profile, adapter_dir: str | os.PathLike) -> str:
-    """Generation-cache tag for the base model + this adapter (changes whenever the weights do)."""
-    return f"{profile.name}-adapter-{adapter_hash(adapter_dir)[:12]}"
+    """Generation-cache tag for the base model + this adapter: changes whenever the weights do, and
+    with :data:`ftrag.generation.GENERATION_VERSION`, like the base model's tag."""
+    from .generation import GENERATION_VERSION
+
+    return f"{profile.name}-adapter-{adapter_hash(adapter_dir)[:12]}-{GENERATION_VERSION}"
 
 
 def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
