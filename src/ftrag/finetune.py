@@ -345,7 +345,9 @@ class TrainResult:
 
 
 def _settings_dict(profile) -> dict[str, Any]:
-    return {**asdict(profile.training), "model_id": profile.model_id, "device": profile.device,
+    # model_description, stored under "model_id": the base's id and where its weights come from (as
+    # the cpu profile's model_id spelled it before weights_source existed: adapter keys stay the same)
+    return {**asdict(profile.training), "model_id": profile.model_description, "device": profile.device,
             "seed": SEED, "val_loss_examples": VAL_LOSS_EXAMPLES}
 
 
