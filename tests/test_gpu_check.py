@@ -8,6 +8,8 @@ import torch
 from ftrag import finetune, gpu, profiles
 from ftrag.paths import REPO_ROOT
 
+from _tiny_models import tiny_architecture
+
 
 def _script():
     spec = importlib.util.spec_from_file_location("gpu_check", REPO_ROOT / "benchmarks" / "gpu_check.py")
@@ -45,7 +47,7 @@ def test_predictions_grow_with_the_model_and_split_into_their_parts():
 def test_a_tiny_random_nf4_model_builds_from_its_config_and_trains(tmp_path):
     import bitsandbytes as bnb
 
-    arch = gpu.tiny_architecture(500)
+    arch = tiny_architecture(500)
     model = gpu.build_nf4_model(arch, device="cpu", compute_dtype=torch.bfloat16)
     assert not [n for n, p in model.named_parameters() if p.device.type == "meta"]
     linears = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]

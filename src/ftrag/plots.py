@@ -165,28 +165,6 @@ def qlora_loss_curve(run):
     return fig
 
 
-def training_sweep(rows: Sequence[dict], *, picked: tuple[int, float] | None = None):
-    """Hand-off rate where a hand-off was needed against where an answer was needed, one point per
-    training run (rows from ``benchmarks/handoff_decision.py``). On the diagonal a model hands off
-    as often whether or not the context holds the answer: it has learned how often, not when."""
-    fig, ax = _fig(5.2, 4.2)
-    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="no discrimination")
-    ax.axvspan(0.5, 1.0, color="#dd8452", alpha=0.08, label="hands off more than half the answerable")
-    for r in rows:
-        is_pick = picked is not None and (r["steps"], r["handoff_share"]) == tuple(picked)
-        ax.scatter(r["handoff_when_answer_needed"], r["handoff_when_needed"], s=90 if is_pick else 45,
-                   color="#55a868" if is_pick else "#4c72b0", edgecolor="black" if is_pick else "none", zorder=3)
-        ax.annotate(f"{r['steps']} steps, share {r['handoff_share']:g}" + (" (picked)" if is_pick else ""),
-                    (r["handoff_when_answer_needed"], r["handoff_when_needed"]), fontsize=7,
-                    xytext=(5, -10), textcoords="offset points")
-    ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="hand-off reply where the context held the answer",
-           ylabel="hand-off reply where a hand-off was needed",
-           title="Behaviour adapter: when does it hand off?")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    return fig
-
-
 # --------------------------------------------------------------------------- retrieval at scale
 
 

@@ -91,8 +91,8 @@ class Profile:
     eval_behaviour_limit: int | None = None
     eval_knowledge_spot_check: int | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
-    # Test only, set by gpu_profile_for_test and by nothing a reader configures: the compute dtype a
-    # GPU would pick, so that the gpu profile's settings run on a CPU in the test suite.
+    # Test only, set by the test suite (tests/_tiny_models.py) and by nothing a reader configures: the
+    # compute dtype a GPU would pick, so that the gpu profile's settings run on a CPU in the tests.
     test_compute_dtype: str | None = None
 
     @property
@@ -192,18 +192,6 @@ def gpu_profile_settings(model_id: str) -> Profile:
                                   max_steps=80, eval_every=20, max_seq_len=768,
                                   gradient_checkpointing=True),
     )
-
-
-def gpu_profile_for_test(model_dir: str | os.PathLike, *, compute_dtype: str = "bfloat16") -> Profile:
-    """TEST ONLY: the gpu profile's settings (4-bit NF4, its QLoRA settings, a 16-bit compute dtype)
-    on a local checkpoint folder, with every tensor on the CPU.
-
-    The test suite uses it to run the gpu code path end to end on a tiny random Qwen2 model without
-    a GPU. It is not a way to run the course: nothing in the labs or the environment selects it.
-    """
-    profile = gpu_profile_settings(str(model_dir))
-    return replace(profile, model_label=f"test-{Path(model_dir).name}", device="cpu",
-                   test_compute_dtype=compute_dtype)
 
 
 def require_cuda() -> None:
