@@ -553,16 +553,18 @@ def qlora_model(profile, model=None):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from . import profiles
+    from .harmless_messages import peft_old_name_warnings_dropped
 
     s = profile.training
     model = profiles.load_model(profile, quantized=True) if model is None else model
     keep_nf4_trainable(model)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
-                                            gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                      task_type="CAUSAL_LM", target_modules=lora_target_modules(model),
-                      layers_to_transform=adapted_blocks(model, s.adapted_blocks))
-    return get_peft_model(model, lora)
+    with peft_old_name_warnings_dropped():  # peft uses transformers' old checkpointing names
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+                          task_type="CAUSAL_LM", target_modules=lora_target_modules(model),
+                          layers_to_transform=adapted_blocks(model, s.adapted_blocks))
+        return get_peft_model(model, lora)
 
 
 def keep_nf4_trainable(model) -> int:
@@ -797,10 +799,12 @@ def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
     from peft import PeftModel
 
     from . import profiles
+    from .harmless_messages import peft_old_name_warnings_dropped
 
     adapter_hash(adapter_dir)  # a clear error for a missing adapter
     base = profiles.load_model(profile, quantized=False)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    with peft_old_name_warnings_dropped():  # peft uses transformers' old checkpointing names
+        model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     if merge:
         model = model.merge_and_unload().eval()
     return model

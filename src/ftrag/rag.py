@@ -120,11 +120,16 @@ def splitter(chunking: ChunkSettings):
 
 
 def chunk(articles, chunking: ChunkSettings = DEFAULT_CHUNKING) -> list:
+    from .harmless_messages import SPLITTER_NOTICE_TOKENS, splitter_small_chunk_notice_dropped
+
     docs = to_documents(articles)
     if not chunking.with_title:
         for doc in docs:
             doc.excluded_embed_metadata_keys = list(doc.metadata)
-    return splitter(chunking).get_nodes_from_documents(docs)
+    if chunking.chunk_size >= SPLITTER_NOTICE_TOKENS:
+        return splitter(chunking).get_nodes_from_documents(docs)
+    with splitter_small_chunk_notice_dropped():  # chunks under 50 tokens, as asked: drop the notice that says so
+        return splitter(chunking).get_nodes_from_documents(docs)
 
 
 # --------------------------------------------------------------------------- build / persist / load
