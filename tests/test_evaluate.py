@@ -45,6 +45,14 @@ def test_voice_checks_each_rule():
     assert all(evaluate.voice_checks(good).values())
     checks = evaluate.voice_checks("As an AI language model I think it is fine.")
     assert checks == {"concise": True, "second_person": False, "no_disclaimer": False, "sign_off": False}
+    assert evaluate.voice_score(good) == 1.0
+
+
+def test_bootstrap_interval_contains_the_mean_and_is_deterministic():
+    values = [1.0] * 30 + [0.0] * 10
+    lo, hi = evaluate.bootstrap_ci(values)
+    assert lo < 0.75 < hi and (lo, hi) == evaluate.bootstrap_ci(values)
+    assert evaluate.bootstrap_ci([1.0, 1.0]) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("answer, accepted, expected", [

@@ -154,6 +154,12 @@ def voice_checks(answer: str) -> dict[str, bool]:
     }
 
 
+def voice_score(answer: str) -> float:
+    """Share of the voice rules an answer follows (0..1)."""
+    checks = voice_checks(answer)
+    return sum(checks.values()) / len(checks)
+
+
 # --------------------------------------------------------------------------- aggregation
 
 
@@ -180,14 +186,31 @@ def mean(values: Sequence[float]) -> float:
     return float(statistics.fmean(values)) if values else float("nan")
 
 
+def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, level: float = 0.95,
+                 seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of the mean over questions (deterministic seed), for
+    means that are not proportions (latency, tokens). For 0/1 outcomes use :func:`wilson_ci`: the
+    bootstrap of 0 out of 24 is [0, 0], a certainty that 24 questions cannot give."""
+    import random
+
+    if not values:
+        return (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(n_resamples))
+    lo = means[int((1 - level) / 2 * n_resamples)]
+    hi = means[min(n_resamples - 1, int((1 + level) / 2 * n_resamples))]
+    return (float(lo), float(hi))
+
+
 def wilson_ci(outcomes: Sequence[float], *, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion from 0/1 outcomes. Unlike a percentile bootstrap it
-    is never zero-width: 0 of 24 gives [0, 0.14]."""
+    """95% Wilson score interval of a proportion from 0/1 outcomes. Unlike the bootstrap it is
+    never zero-width: 0 of 24 gives [0, 0.14]."""
     n = len(outcomes)
     if not n:
         return (float("nan"), float("nan"))
     if any(o not in (0, 1) for o in outcomes):
-        raise ValueError("wilson_ci takes 0/1 outcomes (it is an interval for a proportion)")
+        raise ValueError("wilson_ci takes 0/1 outcomes; use bootstrap_ci for other means")
     p = sum(outcomes) / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
