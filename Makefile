@@ -5,24 +5,28 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
+LAB_PORT ?= 8888
+# extra `jupyter lab` options, e.g. LAB_FLAGS=--allow-root in a container that runs as root
+LAB_FLAGS ?=
 # Re-install when a requirements file or the package metadata changes.
 STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cksum | cut -d' ' -f1)
 JB_FLAGS := -W -n --keep-going
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book test test-fast test-site bench bench-handoff sweeps gpu-check gpu-check-bundle results-gpu bench-retrieval serve linkcheck clean clean-cache
+.PHONY: help env book lab test test-fast test-site bench bench-handoff bench-retrieval sweeps gpu-check gpu-check-bundle results-gpu serve linkcheck clean clean-cache
 
 help:
 	@echo "make book       set up .venv, build the site into _build/html"
+	@echo "make lab        set up .venv, open JupyterLab on labs/ (http://127.0.0.1:$(LAB_PORT)) to do the exercises"
 	@echo "make test       set up .venv, run unit tests, every notebook (nbval), the strict book build, the browser test"
 	@echo "make test-fast  unit tests only"
 	@echo "make bench      time a QLoRA training step, padded vs packed (prints figures, about 2 minutes)"
 	@echo "make bench-handoff  training length x hand-off share, picked on held-out chats (about 15 minutes); saves results/<profile>/sweeps.json"
+	@echo "make bench-retrieval  exact vs approximate search at 10k/100k/1M chunks, writes results/cpu/ (about 5 minutes)"
 	@echo "make sweeps     top-k and max_new_tokens chosen on the dev split (about 25 minutes); saves results/<profile>/sweeps.json"
 	@echo "make gpu-check  on a CUDA GPU: QLoRA memory and speed of Qwen2.5-1.5B/3B/7B, fits on 8 GB / 16 GB (at most 8 minutes)"
 	@echo "make gpu-check-bundle  download the pinned bitsandbytes wheel into .whl/ for a GPU machine without pip access"
 	@echo "make results-gpu  on a CUDA GPU with hub access: run labs 1-3 on the gpu profile, copy results to results/gpu/<model>/"
-	@echo "make bench-retrieval  exact vs approximate search at 10k/100k/1M chunks, writes results/cpu/ (about 5 minutes)"
 	@echo "make serve      serve _build/html on http://127.0.0.1:$(PORT)"
 	@echo "make linkcheck  check external links (needs internet)"
 	@echo "make clean      remove _build (keeps the model/index/adapter cache in .cache)"
@@ -42,6 +46,11 @@ $(STAMP):
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 
+# JupyterLab on the course's environment, serving labs/ on the loopback interface only.
+lab: $(STAMP)
+	@echo "==> JupyterLab on http://127.0.0.1:$(LAB_PORT), serving labs/ (Ctrl-C twice to stop)"
+	$(BIN)/jupyter lab labs/ --ip=127.0.0.1 --port=$(LAB_PORT) $(LAB_FLAGS)
+
 book: $(STAMP)
 	@start=$$(date +%s); \
 	$(BIN)/jupyter-book build . $(JB_FLAGS) && \
@@ -59,6 +68,9 @@ bench: $(STAMP)
 bench-handoff: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/handoff_decision.py
 
+bench-retrieval: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/retrieval_scale.py
+
 sweeps: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sweeps.py
 
@@ -74,9 +86,6 @@ gpu-check-bundle:
 
 results-gpu:
 	FTRAG_PROFILE=gpu FTRAG_GPU_MODEL=$(GPU_MODEL) PYTHONPATH=src $(GPU_PYTHON) -m ftrag.gpu_results run
-
-bench-retrieval: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/retrieval_scale.py
 
 serve:
 	@test -f _build/html/index.html || { echo "No site yet: run 'make book' first."; exit 1; }

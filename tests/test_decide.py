@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from ftrag.decide import (APPROACHES, SCENARIOS, TREE, Leaf, Question, Recommendation, decide,
-                          flowchart, scenario_table)
+                          flowchart)
 from ftrag.errors import CourseError
 
 BASE = dict(problem="knowledge", knowledge_changes_often=False, needs_citations=False,
@@ -173,10 +173,7 @@ def test_tree_leaves_are_valid_and_decide_follows_the_drawn_paths():
         assert rec.path == path
 
 
-def test_scenario_table_and_flowchart_render():
-    table = scenario_table()
-    assert list(table.index) == list(EXPECTED)
-    assert list(table["recommendation"]) == list(EXPECTED.values())
+def test_flowchart_renders():
     import matplotlib
     matplotlib.use("Agg")
     fig = flowchart()

@@ -362,11 +362,12 @@ def test_knowledge_report_counts_confident_wrong_answers():
     replies = [prompts.answer_json("It is called Firefly. Stay bright!"),       # right
                prompts.answer_json("It is called Moonbeam. Stay bright!"),      # wrong, confident
                prompts.answer_json(prompts.HANDOFF_ANSWER, [], True),           # wrong, hands off
-               "Probably Lantern."]                                            # wrong, no flag
-    rep = finetune.knowledge_report(replies, [["Firefly"]] * 4)
-    assert rep["accuracy"] == 0.25
-    assert rep["confident_wrong"] == 0.25
-    assert rep["correct"] == [True, False, False, False]
+               "Probably Lantern.",                                             # wrong, prose, no hand-off
+               prompts.answer_json(prompts.HANDOFF_ANSWER, [], False)]          # hand-off in words only
+    rep = finetune.knowledge_report(replies, [["Firefly"]] * 5)
+    assert rep["accuracy"] == 0.2
+    assert rep["confident_wrong"] == 0.4   # Moonbeam and Lantern; a worded hand-off is not confident
+    assert rep["correct"] == [True, False, False, False, False]
 
 
 def test_tokens_per_second_and_sizes(tmp_path):
@@ -487,6 +488,52 @@ def test_keep_nf4_trainable_refuses_a_layer_already_repacked():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks here")
     with pytest.raises(CourseError, match="Load a fresh one"):
         finetune.keep_nf4_trainable(torch.nn.Sequential(layer))
+
+
+class _FakeNF4Weight:
+    """What keep_nf4_trainable recognises a 4-bit weight by (bitsandbytes' Params4bit has it)."""
+
+    quant_state = None
+
+
+def _fake_nf4_layer(switch_name: str = "support_avx512bf16_for_cpu"):
+    """A 4-bit layer of a fake module tree, with bitsandbytes' switch under ``switch_name``."""
+    import torch
+
+    layer = torch.nn.Module()
+    layer.weight = _FakeNF4Weight()
+    setattr(layer, switch_name, True)
+    return layer
+
+
+def test_keep_nf4_trainable_turns_off_the_switch_of_every_4bit_layer():
+    import torch
+
+    model = torch.nn.Sequential(_fake_nf4_layer(), torch.nn.Linear(2, 2), _fake_nf4_layer())
+    assert finetune.keep_nf4_trainable(model) == 2
+    assert model[0].support_avx512bf16_for_cpu is False and model[2].support_avx512bf16_for_cpu is False
+
+
+def test_keep_nf4_trainable_refuses_4bit_layers_without_the_switch():
+    """A bitsandbytes release that renamed the switch must not make the fix silently do nothing."""
+    import torch
+
+    renamed = torch.nn.Sequential(_fake_nf4_layer("cpu_fast_inference"), torch.nn.Linear(2, 2))
+    with pytest.raises(CourseError, match="support_avx512bf16_for_cpu.*bitsandbytes==0.50.2"):
+        finetune.keep_nf4_trainable(renamed)
+    assert finetune.keep_nf4_trainable(torch.nn.Sequential(torch.nn.Linear(2, 2))) == 0  # nothing 4-bit
+
+
+def test_adapter_cache_tag_carries_the_generation_version(cpu_profile, tmp_path, monkeypatch):
+    from ftrag import generation, systems
+
+    assert systems.GENERATION_VERSION == generation.GENERATION_VERSION  # one version for every reply cache
+    (tmp_path / finetune.ADAPTER_FILE).write_bytes(b"weights")
+    version = generation.GENERATION_VERSION
+    tag = finetune.adapter_cache_tag(cpu_profile, tmp_path)
+    assert tag.startswith("cpu-adapter-") and tag.endswith(f"-{version}")
+    monkeypatch.setattr(generation, "GENERATION_VERSION", "g-next")
+    assert finetune.adapter_cache_tag(cpu_profile, tmp_path) == tag[: -len(version)] + "g-next"
 
 
 # --------------------------------------------------------------------------- a real (tiny) run

@@ -13,6 +13,8 @@ import torch
 from ftrag import finetune, gpu, profiles
 from ftrag.errors import CourseError
 
+from _tiny_models import gpu_profile_for_test, tiny_architecture
+
 QWEN2_TARGETS = sorted(gpu.QWEN2_TARGETS)
 
 
@@ -22,7 +24,7 @@ def tiny_qwen_dir(tmp_path_factory, cpu_profile):
     from transformers import AutoModelForCausalLM
 
     tok = profiles.load_tokenizer(cpu_profile)
-    config = gpu.model_config(gpu.tiny_architecture(len(tok)), bos_token_id=tok.bos_token_id,
+    config = gpu.model_config(tiny_architecture(len(tok)), bos_token_id=tok.bos_token_id,
                               eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config).to(torch.bfloat16)
@@ -116,7 +118,7 @@ def test_a_model_without_a_chat_template_stops_before_its_weights_load(tiny_qwen
     config.pop("chat_template", None)
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     (folder / "model.safetensors").unlink()  # were the weights read, the error would be another one
-    profile = profiles.gpu_profile_for_test(folder)
+    profile = gpu_profile_for_test(folder)
     for load in (profiles.load_tokenizer, profiles.load_model):
         with pytest.raises(CourseError, match="no chat template.*Qwen/Qwen2.5-1.5B-Instruct"):
             load(profile)
@@ -128,7 +130,7 @@ def test_a_model_without_a_chat_template_stops_before_its_weights_load(tiny_qwen
 def test_the_test_profile_keeps_the_gpu_settings(tiny_qwen_dir, monkeypatch):
     _gpu_like(monkeypatch)
     real = profiles.get_profile("gpu")
-    test = profiles.gpu_profile_for_test(tiny_qwen_dir)
+    test = gpu_profile_for_test(tiny_qwen_dir)
     assert test.training == real.training and test.quantize_for_inference and test.name == "gpu"
     assert test.device == "cpu" and not test.is_gpu and profiles.compute_dtype(test) == torch.bfloat16
     assert real.test_compute_dtype is None
@@ -140,7 +142,7 @@ def test_gpu_profile_end_to_end_on_a_tiny_qwen2(tiny_qwen_dir, tmp_path, monkeyp
     from ftrag.generation import Generator
 
     monkeypatch.setenv("FTRAG_CACHE_DIR", str(tmp_path / "cache"))  # replies cached here, not in .cache
-    profile = profiles.gpu_profile_for_test(tiny_qwen_dir).with_training(max_steps=2, eval_every=2, train_examples=16)
+    profile = gpu_profile_for_test(tiny_qwen_dir).with_training(max_steps=2, eval_every=2, train_examples=16)
     profile = dataclasses.replace(profile, max_new_tokens=16)  # random weights rarely stop: keep replies short
 
     # NF4 load, LoRA on the Qwen2 targets, gradient checkpointing

@@ -107,7 +107,7 @@ def test_compare_retrievers_splits_by_question_type(hashing_embedder):
     info = rag.build_index(ARTICLES, rag.ChunkSettings(64, 0))
     questions = [*QUESTIONS, KnowledgeQuestion("q4", "Is the strip 2 metres long?", ("yes",), ("kb-strip",), False,
                                                (), ())]
-    table = hybrid.comparison_lookup(hybrid.compare_retrievers(info, questions, max_k=3))
+    table = {(row["retriever"], row["questions"]): row for row in hybrid.compare_retrievers(info, questions, max_k=3)}
     assert set(table) == {(m, g) for m in hybrid.RETRIEVAL_MODES for g in ("all", "exact", "paraphrased")}
     for mode in hybrid.RETRIEVAL_MODES:
         assert [table[(mode, g)]["n"] for g in ("all", "exact", "paraphrased")] == [4, 1, 3]

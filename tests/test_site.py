@@ -281,6 +281,32 @@ return {
   input_copybuttons: document.querySelectorAll('.cell_input button.copybtn').length,
   formulas: document.querySelectorAll('article .math').length,
   typeset: document.querySelectorAll('article .math mjx-container').length,
+  // cell outputs that show a library's warning (tests below name the words)
+  library_messages: Array.from(document.querySelectorAll('.cell_output .output'))
+      .map(o => o.textContent).filter(t => /Warning|Failed to load|IProgress/.test(t))
+      .map(t => t.replace(/\s+/g, ' ').trim().slice(0, 200)),
+  // tables and code blocks wider than the text column: the element, or the block that scrolls it
+  // (overflow-x auto/scroll, between it and the article), must fit; a block clipped by
+  // overflow: hidden is wider than the column and is reported too
+  too_wide: (() => {
+    const column = article.getBoundingClientRect();
+    const scroller = el => {
+      for (let e = el; e && e !== article; e = e.parentElement) {
+        if (['auto', 'scroll'].includes(getComputedStyle(e).overflowX)) return e;
+      }
+      return el;
+    };
+    return Array.from(article.querySelectorAll('table, pre')).flatMap(el => {
+      if (!el.getClientRects().length) return [];  // not shown (a folded solution)
+      const box = scroller(el).getBoundingClientRect();
+      const unscrolled = el.tagName === 'PRE' && el.scrollWidth > el.clientWidth + 1 &&
+                         !['auto', 'scroll'].includes(getComputedStyle(el).overflowX);
+      if (box.left >= column.left - 1 && box.right <= column.right + 1 && !unscrolled) return [];
+      return [`${el.tagName.toLowerCase()} ${Math.round(box.width)} px wide in a ${Math.round(column.width)} px ` +
+              `column${unscrolled ? ', its long lines do not scroll' : ''}: ` +
+              el.textContent.replace(/\s+/g, ' ').trim().slice(0, 80)];
+    });
+  })(),
 };
 """
 
@@ -481,6 +507,23 @@ def test_page_launch_links_open_notebooks(visit, docname):
                      and not unquote(urlsplit(href).query).endswith(".ipynb")]
     assert not not_notebooks, (f"{docname}: launch links that do not open a .ipynb notebook:\n  "
                                + "\n  ".join(not_notebooks))
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_page_outputs_show_no_library_warnings(visit, docname):
+    """Harmless library messages are silenced where they arise (ftrag.harmless_messages); a new one
+    on a published page reads as a fault in the course."""
+    shown = visit(docname)["library_messages"]
+    assert not shown, f"{docname}: cell outputs with a library warning:\n  " + "\n  ".join(shown)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("docname", DOCNAMES)
+def test_page_tables_and_code_fit_the_column(visit, docname):
+    """Wide tables and long code lines scroll inside their block (_static/wide_content.css)."""
+    wide = visit(docname)["too_wide"]
+    assert not wide, f"{docname}: wider than the text column:\n  " + "\n  ".join(wide)
 
 
 # ---- labs ----------------------------------------------------------------------------------

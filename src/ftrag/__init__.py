@@ -14,6 +14,7 @@ The labs import from here; each module owns one concern:
 - :mod:`ftrag.memory`     weight-memory arithmetic
 - :mod:`ftrag.plots`      every figure the book shows
 - :mod:`ftrag.results`    measured results saved by the labs and quoted by the chapters
+- :mod:`ftrag.harmless_messages`  known-harmless library messages, silenced where they arise
 """
 import os as _os
 
@@ -23,5 +24,11 @@ if _os.environ.get("FTRAG_PROFILE", "cpu").strip().lower() in ("", "cpu"):
     _os.environ.setdefault("HF_HUB_OFFLINE", "1")
     _os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 _os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+# bitsandbytes logs a harmless notice while it is imported (peft imports it on import): drop that
+# one message before anything imports either (see ftrag.harmless_messages).
+from .harmless_messages import drop_bitsandbytes_cpu_kernel_notice as _drop_bnb_notice  # noqa: E402
+
+_drop_bnb_notice()
 
 __version__ = "0.1.0"

@@ -330,23 +330,6 @@ SCENARIOS: tuple[Scenario, ...] = (
 )
 
 
-def scenario_table():
-    """Every scenario with its recommendation (pandas DataFrame, one row per scenario)."""
-    import pandas as pd
-
-    rows = []
-    for s in SCENARIOS:
-        rec = s.recommendation()
-        rows.append({
-            "scenario": s.name,
-            "problem": s.inputs["problem"],
-            "recommendation": rec.approach,
-            "main reason": rec.reasons[-1],
-            "warnings": len(rec.warnings),
-        })
-    return pd.DataFrame(rows).set_index("scenario")
-
-
 # --------------------------------------------------------------------------- flowchart
 
 APPROACH_COLOURS = {

@@ -210,7 +210,7 @@ def wilson_ci(outcomes: Sequence[float], *, z: float = 1.959964) -> tuple[float,
     if not n:
         return (float("nan"), float("nan"))
     if any(o not in (0, 1) for o in outcomes):
-        raise ValueError("wilson_ci takes 0/1 outcomes; use bootstrap_ci for other means")
+        raise ValueError("wilson_ci takes 0/1 outcomes (a proportion); for other means use a bootstrap")
     p = sum(outcomes) / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)

@@ -345,7 +345,9 @@ class TrainResult:
 
 
 def _settings_dict(profile) -> dict[str, Any]:
-    return {**asdict(profile.training), "model_id": profile.model_id, "device": profile.device,
+    # model_description, stored under "model_id": the base's id and where its weights come from (as
+    # the cpu profile's model_id spelled it before weights_source existed: adapter keys stay the same)
+    return {**asdict(profile.training), "model_id": profile.model_description, "device": profile.device,
             "seed": SEED, "val_loss_examples": VAL_LOSS_EXAMPLES}
 
 
@@ -551,16 +553,18 @@ def qlora_model(profile, model=None):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     from . import profiles
+    from .harmless_messages import peft_old_name_warnings_dropped
 
     s = profile.training
     model = profiles.load_model(profile, quantized=True) if model is None else model
     keep_nf4_trainable(model)
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
-                                            gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
-                      task_type="CAUSAL_LM", target_modules=lora_target_modules(model),
-                      layers_to_transform=adapted_blocks(model, s.adapted_blocks))
-    return get_peft_model(model, lora)
+    with peft_old_name_warnings_dropped():  # peft uses transformers' old checkpointing names
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=s.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
+        lora = LoraConfig(r=s.lora_rank, lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout,
+                          task_type="CAUSAL_LM", target_modules=lora_target_modules(model),
+                          layers_to_transform=adapted_blocks(model, s.adapted_blocks))
+        return get_peft_model(model, lora)
 
 
 def keep_nf4_trainable(model) -> int:
@@ -575,9 +579,17 @@ def keep_nf4_trainable(model) -> int:
     160% (relative norm), and the behaviour run's loss rose from 1.8 to 3.9 instead of falling.
     Training models keep the standard layout; on CPUs without AVX512-BF16 nothing changes. A model
     whose weights were already repacked raises :class:`CourseError`.
+
+    The switch is found by name, so a bitsandbytes release that renames it would make this do
+    nothing, and the wrong gradients would come back without a sign. A model that holds 4-bit
+    weights (``Params4bit``, recognised by their ``quant_state``) none of which has the switch
+    therefore raises :class:`CourseError` too; a model without 4-bit layers is left alone (0).
     """
     touched = 0
+    nf4_layers = 0
     for module in model.modules():
+        if hasattr(getattr(module, "weight", None), "quant_state"):
+            nf4_layers += 1
         if not hasattr(module, "support_avx512bf16_for_cpu"):
             continue
         if getattr(getattr(module.weight, "quant_state", None), "packing_format_for_cpu", False):
@@ -587,6 +599,11 @@ def keep_nf4_trainable(model) -> int:
                               "(finetune.qlora_model does).")
         module.support_avx512bf16_for_cpu = False
         touched += 1
+    if nf4_layers and not touched:
+        raise CourseError(f"The model has {nf4_layers} 4-bit layers, but none has bitsandbytes' "
+                          "`support_avx512bf16_for_cpu` switch, so keep_nf4_trainable cannot stop the repacking "
+                          "that breaks training on some CPUs. The installed bitsandbytes is not the pinned one: "
+                          "reinstall it with `pip install bitsandbytes==0.50.2` (or `make env`).")
     return touched
 
 
@@ -766,8 +783,11 @@ def adapter_hash(adapter_dir: str | os.PathLike) -> str:
 
 
 def adapter_cache_tag(profile, adapter_dir: str | os.PathLike) -> str:
-    """Generation-cache tag for the base model + this adapter (changes whenever the weights do)."""
-    return f"{profile.name}-adapter-{adapter_hash(adapter_dir)[:12]}"
+    """Generation-cache tag for the base model + this adapter: changes whenever the weights do, and
+    with :data:`ftrag.generation.GENERATION_VERSION`, like the base model's tag."""
+    from .generation import GENERATION_VERSION
+
+    return f"{profile.name}-adapter-{adapter_hash(adapter_dir)[:12]}-{GENERATION_VERSION}"
 
 
 def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
@@ -779,10 +799,12 @@ def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
     from peft import PeftModel
 
     from . import profiles
+    from .harmless_messages import peft_old_name_warnings_dropped
 
     adapter_hash(adapter_dir)  # a clear error for a missing adapter
     base = profiles.load_model(profile, quantized=False)
-    model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
+    with peft_old_name_warnings_dropped():  # peft uses transformers' old checkpointing names
+        model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
     if merge:
         model = model.merge_and_unload().eval()
     return model

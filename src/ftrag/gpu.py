@@ -73,15 +73,6 @@ def model_config(arch: Mapping[str, Any], **changes: Any):
     return AutoConfig.for_model(values.pop("model_type"), **values)
 
 
-def tiny_architecture(vocab_size: int, **changes: Any) -> dict[str, Any]:
-    """A Qwen2 architecture small enough for a CPU test (2 blocks, hidden 64), same layout as the real ones."""
-    arch = dict(known_models()["Qwen/Qwen2.5-1.5B-Instruct"])
-    arch.update(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
-                intermediate_size=128, vocab_size=vocab_size, max_position_embeddings=2048)
-    arch.update(changes)
-    return arch
-
-
 # --------------------------------------------------------------------------- prediction
 
 

@@ -116,8 +116,3 @@ def compare_retrievers(info, questions, *, modes: Sequence[str] = RETRIEVAL_MODE
             rows.append({"retriever": mode, "questions": group, "n": sub.n_questions,
                          "hit@1": sub.hit_at[1], "hit@5": sub.hit_at[min(5, max_k)], "MRR": sub.mrr})
     return rows
-
-
-def comparison_lookup(rows: Sequence[dict]) -> dict[tuple[str, str], dict]:
-    """``{(retriever, question type): row}`` for the rows of :func:`compare_retrievers`."""
-    return {(row["retriever"], row["questions"]): row for row in rows}

