@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["rag", "hybrid"], choices=["rag", "hybrid"])
     args = parser.parse_args()
 
-    from ftrag import data, evaluate, finetune, profiles, rag, sweeps, systems
+    from ftrag import data, finetune, profiles, rag, sweeps, systems
 
     profile = profiles.get_profile()
     course = data.load_all()
@@ -52,11 +52,8 @@ def main() -> None:
                   f"prompt tokens, {r['median_latency_s']:.2f} s/answer", flush=True)
         k = sweeps.pick_top_k(rows, name)
         system = systems.System(name, generator, rag.Retriever(index, top_k=k))
-        answers = []
-        for items in ([(q.id, q.question) for q in dev.knowledge], [(q.id, q.question) for q in dev.unanswerable]):
-            convs, _, _ = system.conversations([q for _, q in items])
-            replies = generator.generate(convs, desc=f"{name} top-{k}, {long_budget} tokens", max_new_tokens=long_budget)
-            answers += [systems.Answer(i, q, r, evaluate.parse_reply(r.text)) for (i, q), r in zip(items, replies)]
+        items = [(q.id, q.question) for q in (*dev.knowledge, *dev.unanswerable)]
+        answers = system.ask(items, desc=f"{name} top-{k}, {long_budget} tokens", max_new_tokens=long_budget)
         budget_rows += sweeps.max_new_tokens_rows(name, answers, tokenizer, long_budget)
         print(f"{name}: picked top-{k} ({time.perf_counter() - start:.0f} s)", flush=True)
         del generator

@@ -95,3 +95,8 @@ def test_is_handoff_reads_the_flag_or_the_words():
     assert evaluate.is_handoff(evaluate.parse_reply(prompts.answer_json("Sure!", [], True)))
     assert evaluate.is_handoff(evaluate.parse_reply("I'm passing you to a teammate."))
     assert not evaluate.is_handoff(evaluate.parse_reply(prompts.answer_json("It is $5.", [], False)))
+
+
+def test_wilson_interval_from_counts_equals_the_one_from_outcomes():
+    assert evaluate.wilson_interval(3, 24) == evaluate.wilson_ci([1] * 3 + [0] * 21)
+    assert all(v != v for v in evaluate.wilson_interval(0, 0))   # NaN: no questions, no interval

@@ -89,7 +89,7 @@ def test_settings_are_chosen_from_dev_alone(monkeypatch):
         course, knowledge=tuple(q for q in course.knowledge if q.id not in test_ids),
         unanswerable=tuple(q for q in course.unanswerable if q.id not in test_ids),
         splits=(course.dev, dataclasses.replace(course.test, knowledge=(), unanswerable=())))
-    runs = [sweeps.top_k_rows("rag", _FakeGenerator(), None, c.dev, questions=c.knowledge, progress=False)
+    runs = [sweeps.top_k_rows("rag", _FakeGenerator(), None, c.dev, questions=c.knowledge)
             for c in (course, without_test)]
     assert json.dumps(runs[0]) == json.dumps(runs[1])   # (json: NaN == NaN there)
     assert {r["n_knowledge"] for r in runs[0]} == {len(course.dev.knowledge)}

@@ -206,12 +206,16 @@ def bootstrap_ci(values: Sequence[float], *, n_resamples: int = 2000, level: flo
 def wilson_ci(outcomes: Sequence[float], *, z: float = 1.959964) -> tuple[float, float]:
     """95% Wilson score interval of a proportion from 0/1 outcomes. Unlike the bootstrap it is
     never zero-width: 0 of 24 gives [0, 0.14]."""
-    n = len(outcomes)
-    if not n:
-        return (float("nan"), float("nan"))
     if any(o not in (0, 1) for o in outcomes):
         raise ValueError("wilson_ci takes 0/1 outcomes (a proportion); for other means use a bootstrap")
-    p = sum(outcomes) / n
+    return wilson_interval(int(sum(outcomes)), len(outcomes), z=z)
+
+
+def wilson_interval(successes: int, n: int, *, z: float = 1.959964) -> tuple[float, float]:
+    """:func:`wilson_ci` from counts: ``successes`` out of ``n``."""
+    if not n:
+        return (float("nan"), float("nan"))
+    p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return (max(0.0, centre - half), min(1.0, centre + half))

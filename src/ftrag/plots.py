@@ -54,15 +54,14 @@ def top_k_sweep(rows: Sequence[dict]):
     one line per system (rows from :func:`ftrag.sweeps.top_k_rows`)."""
     import matplotlib.pyplot as plt
 
-    from .evaluate import wilson_ci
+    from .evaluate import wilson_interval
 
     fig, axes = plt.subplots(1, 3, figsize=(9.0, 3.1), dpi=110)
     for name in dict.fromkeys(r["system"] for r in rows):
         mine = sorted((r for r in rows if r["system"] == name), key=lambda r: r["top_k"])
         ks = [r["top_k"] for r in mine]
         acc = [r["knowledge_accuracy"] for r in mine]
-        bounds = [wilson_ci([1] * round(a * r["n_knowledge"]) + [0] * (r["n_knowledge"] - round(a * r["n_knowledge"])))
-                  for a, r in zip(acc, mine)]
+        bounds = [wilson_interval(round(a * r["n_knowledge"]), r["n_knowledge"]) for a, r in zip(acc, mine)]
         err = [[a - lo for a, (lo, _) in zip(acc, bounds)], [hi - a for a, (_, hi) in zip(acc, bounds)]]
         color = SYSTEM_COLORS.get(name)
         axes[0].errorbar(ks, acc, yerr=err, marker="o", capsize=3, label=name, color=color)

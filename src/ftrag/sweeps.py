@@ -72,8 +72,8 @@ def _cores() -> int:
 # --------------------------------------------------------------------------- retrieval top-k
 
 
-def top_k_rows(name: str, generator, index, split, *, ks: Sequence[int] = TOP_K_CHOICES, questions=None,
-               progress: bool = True) -> list[dict]:
+def top_k_rows(name: str, generator, index, split, *, ks: Sequence[int] = TOP_K_CHOICES,
+               questions=None) -> list[dict]:
     """Ask ``split``'s knowledge and unanswerable questions of a retrieval system (``generator`` +
     ``index``) once per top-k; one row of dev metrics per k."""
     from . import rag, systems

@@ -74,12 +74,14 @@ class System:
         convs = [prompts.chat(q, passages(chunks)) for q, chunks in zip(questions, retrieved)]
         return convs, [tuple(c) for c in retrieved], seconds
 
-    def ask(self, items: Sequence[tuple[str, str]], *, desc: str | None = None) -> list[Answer]:
-        """Answer ``(question_id, question)`` pairs in batches."""
+    def ask(self, items: Sequence[tuple[str, str]], *, desc: str | None = None,
+            max_new_tokens: int | None = None) -> list[Answer]:
+        """Answer ``(question_id, question)`` pairs in batches (``max_new_tokens``: the generator's
+        limit unless given)."""
         ids = [i for i, _ in items]
         questions = [q for _, q in items]
         convs, retrieved, seconds = self.conversations(questions)
-        replies = self.generator.generate(convs, desc=desc or f"{self.name}: answering")
+        replies = self.generator.generate(convs, desc=desc or f"{self.name}: answering", max_new_tokens=max_new_tokens)
         return [Answer(i, q, r, evaluate.parse_reply(r.text), ctx, s)
                 for i, q, r, ctx, s in zip(ids, questions, replies, retrieved, seconds)]
 
