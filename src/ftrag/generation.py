@@ -51,7 +51,9 @@ class Generation:
     """One generated reply.
 
     ``seconds`` is the wall time of the batch it was generated in divided by the batch size
-    (amortised seconds per answer); ``batch_seconds`` is the whole batch's wall time.
+    (amortised seconds per answer); ``batch_seconds`` is the whole batch's wall time;
+    ``constraint_seconds`` the share of ``seconds`` spent enforcing a schema (constrained decoding
+    only), stored with the reply so the overhead can be reported from cached replies too.
     """
 
     text: str
@@ -59,6 +61,7 @@ class Generation:
     new_tokens: int
     seconds: float
     batch_seconds: float
+    constraint_seconds: float = 0.0
 
 
 class Generator:
@@ -66,13 +69,17 @@ class Generator:
     own tokens, stop at end of turn)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 72, batch_size: int = 8,
-                 cache_tag: str | None = None, share_prefix: bool = True, token_budget: int = TOKEN_BUDGET):
+                 cache_tag: str | None = None, share_prefix: bool = True, token_budget: int = TOKEN_BUDGET,
+                 constraint=None):
         """``cache_tag`` names the exact weights (e.g. ``"cpu-base"`` or ``"cpu-adapter-<hash>"``).
 
         With a tag, replies are stored in ``<cache>/generations/<tag>.jsonl`` keyed by the prompt and
         ``max_new_tokens``: decoding is greedy, so the same weights and prompt give the same reply,
         and a lab re-run (or the book build after the test run) reuses them instead of generating
         again. Timings stored with a reply are those measured when it was first generated.
+
+        ``constraint`` (a :class:`ftrag.constrained.JsonConstraint`) holds every reply to the answer
+        schema while it is generated; put its ``tag`` in ``cache_tag``.
         """
         self.model = model
         self.tokenizer = tokenizer
@@ -81,6 +88,7 @@ class Generator:
         self.token_budget = token_budget
         self.cache_tag = cache_tag
         self.share_prefix = share_prefix  # False: every row reads its whole prompt (for comparisons)
+        self.constraint = constraint
         self._cache: dict[str, Generation] | None = None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -163,6 +171,7 @@ class Generator:
                 input_ids[row, width - len(own):] = torch.tensor(own, dtype=torch.long)
                 attention[row, width - len(own):] = 1
             t0 = time.perf_counter()
+            constraint_before = self.constraint.seconds if self.constraint is not None else 0.0
             with torch.no_grad():
                 extra = {}
                 if shared:
@@ -170,15 +179,19 @@ class Generator:
                     cache = prefix.past_key_values
                     cache.batch_repeat_interleave(len(rows))
                     extra["past_key_values"] = cache
+                if self.constraint is not None:
+                    extra["logits_processor"] = [self.constraint.processor([conversations[i] for i in batch])]
                 out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
                                           max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id,
                                           eos_token_id=self.tokenizer.eos_token_id, **extra)
             elapsed = time.perf_counter() - t0
+            constrained = (self.constraint.seconds - constraint_before) if self.constraint is not None else 0.0
             for row, i in enumerate(batch):
                 new = out[row, width:].tolist()
                 n_new = next((k for k, t in enumerate(new) if t == self.tokenizer.eos_token_id), len(new))
                 text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True).strip()
-                results[i] = Generation(text, len(encoded[i]), n_new, elapsed / len(batch), elapsed)
+                results[i] = Generation(text, len(encoded[i]), n_new, elapsed / len(batch), elapsed,
+                                        constrained / len(batch))
             bar.update(len(batch))
         bar.close()
         return [results[i] for i in range(len(encoded))]

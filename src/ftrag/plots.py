@@ -98,7 +98,8 @@ METRIC_LABELS = {
     "prompt_tokens": "prompt tokens", "update_seconds": "seconds to absorb the update",
     "gold_retrieved": "gold article retrieved",
 }
-SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "finetuned": "#dd8452", "hybrid": "#55a868"}
+SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "fewshot_rag": "#8172b3", "constrained_rag": "#64b5cd",
+                 "finetuned": "#dd8452", "hybrid": "#55a868"}
 
 
 def comparison_bars(comparison, *, title: str | None = None):
@@ -122,9 +123,9 @@ def comparison_bars(comparison, *, title: str | None = None):
         ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
                label=name, color=SYSTEM_COLORS.get(name))
     ax.set_xticks(x, [METRIC_LABELS.get(m, m).replace(" ", "\n", 1) for m in RATE_METRICS], fontsize=8)
-    ax.set(ylim=(0, 1.08), ylabel="share of questions",
-           title=title or "Base vs RAG vs fine-tuned vs hybrid on the test split (error bars: 95% Wilson CI)")
-    ax.legend(fontsize=8, ncol=4, loc="upper center")
+    ax.set(ylim=(0, 1.08 if len(names) <= 4 else 1.3), ylabel="share of questions",
+           title=title or "Every system on the test split (error bars: 95% Wilson CI)")
+    ax.legend(fontsize=8, ncol=min(len(names), 3), loc="upper center")
     fig.tight_layout()
     return fig
 

@@ -81,6 +81,11 @@ class Profile:
     # (results/<profile>/sweeps.json); tests/test_sweeps.py fails when these and the saved picks differ.
     retrieval_top_k: int = 1
     hybrid_top_k: int = 2
+    # Prompting before training (lab 3's few-shot and constrained systems), chosen on the dev split by
+    # `make sweeps-prompt` (results/<profile>/sweeps.json; tests/test_sweeps.py checks they agree):
+    # worked examples in the few-shot prompt, and the answer's length cap under constrained decoding.
+    few_shot_k: int = 2
+    constrained_max_answer_chars: int = 240
     # How many evaluation questions the answer-level measurements use (None = all). On the cpu
     # profile generation dominates the run time, so the labs use a fixed, stratified subset.
     eval_knowledge_limit: int | None = None

@@ -50,10 +50,13 @@ def user_message(question: str, passages: Sequence[tuple[str, str]] | None = Non
     return f"Question: {question}"
 
 
-def chat(question: str, passages: Sequence[tuple[str, str]] | None = None) -> list[dict[str, str]]:
-    """The messages (system + user) that every system sends for one question."""
+def chat(question: str, passages: Sequence[tuple[str, str]] | None = None,
+         examples: Sequence[dict[str, str]] = ()) -> list[dict[str, str]]:
+    """The messages (system + user) that every system sends for one question; ``examples`` are
+    worked user/assistant turns placed between the two (few-shot prompting)."""
     return [
         {"role": "system", "content": SYSTEM_PROMPT},
+        *examples,
         {"role": "user", "content": user_message(question, passages)},
     ]
 

@@ -23,6 +23,8 @@ from .paths import REPO_ROOT
 
 TOP_K_CHOICES = (1, 2, 3, 5, 10)
 MAX_NEW_TOKENS_CHOICES = (48, 64, 72, 96, 128)
+FEW_SHOT_CHOICES = (0, 1, 2, 4)
+MAX_ANSWER_CHARS_CHOICES = (160, 240, 320)
 
 
 def saved_path(profile_name: str) -> Path:
@@ -102,6 +104,47 @@ def pick_top_k(rows: Sequence[dict], system: str) -> int:
     if any(r.get("split", "dev") != "dev" for r in mine):
         raise CourseError("Settings are chosen on the dev split only; this sweep holds other rows.")
     return min(mine, key=lambda r: (-r["knowledge_accuracy"], r["top_k"]))["top_k"]
+
+
+def dev_rows(system, split, questions, **fields) -> dict:
+    """Ask ``split``'s knowledge and unanswerable questions of one :class:`ftrag.systems.System`;
+    its dev metrics as one row, with ``fields`` (the setting swept) in front."""
+    from . import systems
+
+    k_answers = system.ask([(q.id, q.question) for q in split.knowledge], desc=f"{system.name}: knowledge")
+    u_answers = system.ask([(q.id, q.question) for q in split.unanswerable], desc=f"{system.name}: unanswerable")
+    summary = systems.score(system.name, k_answers, questions, u_answers).summary()
+    at_limit = [a.reply.new_tokens >= system.generator.max_new_tokens for a in (*k_answers, *u_answers)]
+    return {"system": system.name, **fields, "split": split.name, "n_knowledge": len(k_answers),
+            "n_unanswerable": len(u_answers), "replies_at_token_limit": evaluate.mean(at_limit), **summary}
+
+
+def _dev_only(rows: Sequence[dict], what: str) -> None:
+    if not rows:
+        raise CourseError(f"The {what} sweep is empty; run `make sweeps-prompt`.")
+    if any(r.get("split", "dev") != "dev" for r in rows):
+        raise CourseError("Settings are chosen on the dev split only; this sweep holds other rows.")
+
+
+def pick_few_shot(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> int:
+    """How many worked examples the few-shot prompt shows. Few-shot prompting is tried for what
+    fine-tuning is used for here, the reply's form, so: the highest dev schema validity among the
+    prompts that still answer at least ``min_answer_rate`` of the questions whose article was
+    retrieved (as :func:`pick_training`); on a tie, fewer examples (a shorter prompt)."""
+    _dev_only(rows, "few-shot")
+    answering = [r for r in rows if r["answer_rate_when_retrieved"] >= min_answer_rate] or list(rows)
+    return min(answering, key=lambda r: (-r["schema_validity"], r["few_shot_k"]))["few_shot_k"]
+
+
+def pick_max_answer_chars(rows: Sequence[dict], *, min_validity: float = 0.95) -> int:
+    """The answer's length cap under constrained decoding: the best dev knowledge accuracy among the
+    caps whose replies are schema-valid at least ``min_validity`` of the time (a reply cut by
+    ``max_new_tokens`` is not), on a tie the shorter cap; when none is, the most valid."""
+    _dev_only(rows, "constrained decoding")
+    valid = [r for r in rows if r["schema_validity"] >= min_validity]
+    if valid:
+        return min(valid, key=lambda r: (-r["knowledge_accuracy"], r["max_answer_chars"]))["max_answer_chars"]
+    return min(rows, key=lambda r: (-r["schema_validity"], r["max_answer_chars"]))["max_answer_chars"]
 
 
 # --------------------------------------------------------------------------- max_new_tokens

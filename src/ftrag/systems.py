@@ -62,6 +62,7 @@ class System:
     name: str
     generator: Generator
     retriever: Retriever | None = None
+    examples: tuple[dict[str, str], ...] = ()  # few-shot turns between the system prompt and the question
 
     @property
     def uses_retrieval(self) -> bool:
@@ -69,9 +70,10 @@ class System:
 
     def conversations(self, questions: Sequence[str]):
         if self.retriever is None:
-            return [prompts.chat(q) for q in questions], [()] * len(questions), [0.0] * len(questions)
+            return ([prompts.chat(q, examples=self.examples) for q in questions], [()] * len(questions),
+                    [0.0] * len(questions))
         retrieved, seconds = self.retriever.retrieve_many(questions)
-        convs = [prompts.chat(q, passages(chunks)) for q, chunks in zip(questions, retrieved)]
+        convs = [prompts.chat(q, passages(chunks), self.examples) for q, chunks in zip(questions, retrieved)]
         return convs, [tuple(c) for c in retrieved], seconds
 
     def ask(self, items: Sequence[tuple[str, str]], *, desc: str | None = None,
@@ -105,6 +107,22 @@ def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
     tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
     return Generator(finetune.load_tuned(profile, adapter_dir), tokenizer, max_new_tokens=profile.max_new_tokens,
                      batch_size=profile.generation_batch_size, cache_tag=finetune.adapter_cache_tag(profile, adapter_dir))
+
+
+def constrained_generator(profile, model=None, tokenizer=None, **limits):
+    """A Generator over the profile's untouched model whose replies are held to the answer schema
+    while they are generated (:class:`ftrag.constrained.JsonConstraint`; ``limits``: its
+    ``max_answer_chars`` and ``max_sources``). ``generator.constraint`` keeps the measured
+    overhead."""
+    from . import profiles
+    from .constrained import JsonConstraint
+
+    model = model if model is not None else profiles.load_model(profile)
+    tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
+    constraint = JsonConstraint(tokenizer, model.config.vocab_size, **limits)
+    return Generator(model, tokenizer, max_new_tokens=profile.max_new_tokens, batch_size=profile.generation_batch_size,
+                     cache_tag=f"{profile.name}-{profile.model_label}-base-{GENERATION_VERSION}-{constraint.tag}",
+                     constraint=constraint)
 
 
 def evaluation_questions(course, profile):
@@ -250,6 +268,19 @@ def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | Non
         rows.append(row)
     wrap = {"white-space": "normal", "word-break": "break-word", "min-width": "18em", "text-align": "left"}
     return pd.DataFrame(rows).style.set_properties(subset=["question", "reply"], **wrap).hide(axis="index")
+
+
+def ms_per_token(answers: Sequence[Answer]) -> float:
+    """Generation time per generated token, in milliseconds (amortised over each batch)."""
+    tokens = sum(a.reply.new_tokens for a in answers)
+    return 1000 * sum(a.reply.seconds for a in answers) / tokens if tokens else float("nan")
+
+
+def constraint_ms_per_token(answers: Sequence[Answer]) -> float:
+    """The part of :func:`ms_per_token` spent enforcing the schema (grammar compilation and
+    logit masking; 0 for a system that decodes freely)."""
+    tokens = sum(a.reply.new_tokens for a in answers)
+    return 1000 * sum(a.reply.constraint_seconds for a in answers) / tokens if tokens else float("nan")
 
 
 def looping(text: str, *, min_repeats: int = 4) -> bool:
