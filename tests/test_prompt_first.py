@@ -109,3 +109,11 @@ def test_pick_max_answer_chars_takes_the_most_accurate_cap_that_stays_valid():
             {"max_answer_chars": 320, "schema_validity": 0.80, "knowledge_accuracy": 0.40, "split": "dev"}]
     assert sweeps.pick_max_answer_chars(rows) == 240
     assert sweeps.pick_max_answer_chars([{**r, "schema_validity": 0.5} for r in rows]) == 160
+
+
+def test_examples_go_between_the_system_prompt_and_an_existing_chat(course):
+    turns = few_shot.example_messages(few_shot.pick_examples(course.finetune_train, 2))
+    question, passages = "Where is my order?", [("kb-a", "Orders ship in two days.")]
+    assert few_shot.with_examples(prompts.chat(question, passages), turns) == prompts.chat(question, passages, turns)
+    with pytest.raises(CourseError, match="system prompt"):
+        few_shot.with_examples(prompts.chat(question)[1:], turns)

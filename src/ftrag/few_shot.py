@@ -86,3 +86,11 @@ def check_no_leak(chats: Sequence, course) -> None:
     if found:
         raise CourseError("few-shot examples contain evaluation material (" + "; ".join(found[:5]) +
                           "): draw the examples from the behaviour training chats only")
+
+
+def with_examples(conversation: Sequence[dict[str, str]], examples: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    """``conversation`` (system prompt first) with the few-shot ``examples`` inserted after the
+    system prompt: the layout :func:`ftrag.prompts.chat` builds, for chats that already exist."""
+    if not conversation or conversation[0]["role"] != "system":
+        raise CourseError("a few-shot prompt needs a conversation that starts with the system prompt")
+    return [dict(conversation[0]), *examples, *(dict(m) for m in conversation[1:])]

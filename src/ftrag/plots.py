@@ -92,7 +92,7 @@ def setup_timings(seconds: dict[str, float]):
 
 METRIC_LABELS = {
     "knowledge_accuracy": "knowledge accuracy", "citation_accuracy": "citation accuracy",
-    "schema_validity": "schema validity", "refusal_accuracy": "refusal accuracy",
+    "schema_validity": "schema validity", "in_voice": "in Lumio's voice", "refusal_accuracy": "refusal accuracy",
     "answer_rate_when_retrieved": "answers when retrieved", "confident_wrong": "confident & wrong",
     "fresh_accuracy": "fresh accuracy", "median_latency_s": "median latency (s)",
     "prompt_tokens": "prompt tokens", "update_seconds": "seconds to absorb the update",

@@ -172,8 +172,8 @@ class Scores:
     """Per-question 0/1 outcomes of one system, and their means.
 
     ``correct``, ``cited``, ``retrieved_gold`` and ``confident_wrong`` are over the knowledge
-    questions; ``refused`` over the unanswerable ones; ``valid``, ``latency`` and ``prompt_tokens``
-    over both. Each list is in question order, so two systems' lists pair up (:func:`paired`)."""
+    questions; ``refused`` over the unanswerable ones; ``valid``, ``in_voice`` (the answer follows
+    every rule of :func:`ftrag.evaluate.voice_checks`), ``latency`` and ``prompt_tokens`` over both. Each list is in question order, so two systems' lists pair up (:func:`paired`)."""
 
     system: str
     knowledge_ids: list[str] = field(default_factory=list)
@@ -183,6 +183,7 @@ class Scores:
     retrieved_gold: list[float] = field(default_factory=list)
     confident_wrong: list[float] = field(default_factory=list)
     valid: list[float] = field(default_factory=list)
+    in_voice: list[float] = field(default_factory=list)
     refused: list[float] = field(default_factory=list)
     answered_when_answerable: list[float] = field(default_factory=list)
     latency: list[float] = field(default_factory=list)
@@ -195,6 +196,7 @@ class Scores:
             "gold_retrieved": evaluate.mean(self.retrieved_gold),
             "confident_wrong": evaluate.mean(self.confident_wrong),
             "schema_validity": evaluate.mean(self.valid),
+            "in_voice": evaluate.mean(self.in_voice),
             "refusal_accuracy": evaluate.mean(self.refused),
             "answer_rate_when_retrieved": evaluate.mean(self.answered_when_answerable),
             "median_latency_s": float(statistics.median(self.latency)) if self.latency else float("nan"),
@@ -206,7 +208,7 @@ class Scores:
         return {name: evaluate.wilson_ci(values) for name, values in (
             ("knowledge_accuracy", self.correct), ("citation_accuracy", self.cited),
             ("gold_retrieved", self.retrieved_gold), ("confident_wrong", self.confident_wrong),
-            ("schema_validity", self.valid), ("refusal_accuracy", self.refused),
+            ("schema_validity", self.valid), ("in_voice", self.in_voice), ("refusal_accuracy", self.refused),
             ("answer_rate_when_retrieved", self.answered_when_answerable))}
 
 
@@ -235,6 +237,7 @@ def score(system: str, knowledge: Sequence[Answer], questions, unanswerable: Seq
                 s.answered_when_answerable.append(float(not is_handoff(a)))
     for a in (*knowledge, *unanswerable):
         s.valid.append(float(a.parsed.valid))
+        s.in_voice.append(float(all(evaluate.voice_checks(a.text).values())))
         s.latency.append(a.latency)
         s.prompt_tokens.append(a.reply.prompt_tokens)
     for a in unanswerable:
@@ -245,7 +248,8 @@ def score(system: str, knowledge: Sequence[Answer], questions, unanswerable: Seq
 
 def paired(a: Scores, b: Scores, metric: str = "correct") -> evaluate.PairedTest:
     """McNemar's test of "A and B differ on ``metric``" over the questions both answered."""
-    ids = {"refused": ("unanswerable_ids",), "valid": ("knowledge_ids", "unanswerable_ids")}.get(metric, ("knowledge_ids",))
+    both = ("knowledge_ids", "unanswerable_ids")
+    ids = {"refused": ("unanswerable_ids",), "valid": both, "in_voice": both}.get(metric, ("knowledge_ids",))
     if any(getattr(a, name) != getattr(b, name) for name in ids):
         raise ValueError(f"{a.system} and {b.system} were not asked the same questions in the same order")
     return evaluate.mcnemar(getattr(a, metric), getattr(b, metric))
@@ -312,10 +316,10 @@ def invalid_reply_report(answers: Sequence[Answer], max_new_tokens: int) -> dict
 
 # --------------------------------------------------------------------------- the four-way comparison
 
-METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "refusal_accuracy",
+METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "in_voice", "refusal_accuracy",
            "answer_rate_when_retrieved", "confident_wrong", "median_latency_s", "prompt_tokens",
            "fresh_accuracy", "update_seconds")
-RATE_METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "refusal_accuracy",
+RATE_METRICS = ("knowledge_accuracy", "citation_accuracy", "schema_validity", "in_voice", "refusal_accuracy",
                 "answer_rate_when_retrieved", "confident_wrong", "fresh_accuracy")
 
 
