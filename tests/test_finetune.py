@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ftrag import adapters, behaviour_reports, costs, cpu_speedups, encoding, evaluate, inject, lora_targets, merge_checks, prompts, training
+from ftrag import (adapters, behaviour_reports, costs, cpu_speedups, encoding, evaluate, inject, lora_targets,
+                   merge_checks, profiles, prompts, training)
 from ftrag.errors import CourseError, DataError
 
 
@@ -597,3 +598,29 @@ def test_tiny_training_run_merges_to_the_same_answers(cpu_profile, tmp_path, mon
     assert [g.text for g in tuned.generate(questions, progress=False)] == merged_replies
     agreement = merge_checks.next_token_agreement(adapter_logits, merge_checks.reply_logits(merged, row))
     assert agreement["same_next_token"] == 1.0 and agreement["max_logit_diff"] < 1e-2
+
+
+@pytest.mark.slow
+def test_a_trainer_built_by_hand_finds_the_profiles_adapter_unless_it_differs(cpu_profile, tmp_path):
+    """train_or_load's key: the profile's key for the Trainer train_adapter would build, another one
+    (naming what differs) when the reader changed an object."""
+    import copy
+
+    from ftrag import data
+
+    train, val = data.load_finetune("train")[:8], data.load_finetune("val")[:4]
+    tok = profiles.load_tokenizer(cpu_profile)
+    train_set, val_set = training.encoded_splits(tok, cpu_profile, train, val)
+    model = training.qlora_model(cpu_profile)
+    args = training.training_arguments(cpu_profile, tmp_path / "scratch")
+    trainer = training.course_trainer(cpu_profile, model, args, train_set, val_set, tok)
+    assert training.setup_changes(trainer, cpu_profile, train, val) == {}
+    trainer.args.learning_rate *= 2
+    assert set(training.setup_changes(trainer, cpu_profile, train, val)) == {"arguments"}
+    trainer.args.learning_rate /= 2
+    changed = copy.deepcopy(model.peft_config["default"])
+    changed.r = 4
+    model.peft_config["default"] = changed
+    changes = training.setup_changes(trainer, cpu_profile, train, val)
+    assert set(changes) == {"lora"} and changes["lora"]["r"] == 4
+    assert training.adapter_key(cpu_profile, train, val, changes) != training.adapter_key(cpu_profile, train, val)
