@@ -72,8 +72,8 @@ def main() -> None:
         start = time.perf_counter()
         run = training.ensure_adapter(profile.with_training(max_steps=steps), "behaviour", train, val)
         generator = systems.tuned_generator(profile, run.adapter_dir, tokenizer=tok)
-        report = behaviour_reports.behaviour_report(generator.generate(conversations, desc=f"{steps} steps, share {share}"),
-                                           expected)
+        replies = generator.generate(conversations, desc=f"{steps} steps, share {share}")
+        report = behaviour_reports.behaviour_report(replies, expected)
         del generator
         saved.append({"steps": steps, "handoff_share": share, "handoff_chats": handoff_chats,
                       "train_chats": len(train), "json_valid": report["json_valid"],

@@ -48,7 +48,8 @@ def nf4_merge_loss(peft_model) -> dict[str, float]:
                     continue
                 w = module.base_layer.weight
                 if w.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-                    raise CourseError("nf4_merge_loss needs the adapter on a full-precision base (adapters.load_tuned(merge=False)).")
+                    raise CourseError("nf4_merge_loss needs the adapter on a full-precision base "
+                                      "(adapters.load_tuned(merge=False)).")
                 w = w.detach().float()
                 delta = module.get_delta_weight(adapter).detach().float()
                 base_q = q(w)

@@ -104,7 +104,8 @@ def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
 
     tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
     return Generator(adapters.load_tuned(profile, adapter_dir), tokenizer, max_new_tokens=profile.max_new_tokens,
-                     batch_size=profile.generation_batch_size, cache_tag=adapters.adapter_cache_tag(profile, adapter_dir))
+                     batch_size=profile.generation_batch_size,
+                     cache_tag=adapters.adapter_cache_tag(profile, adapter_dir))
 
 
 def evaluation_questions(course, profile):
