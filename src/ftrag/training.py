@@ -301,6 +301,8 @@ def run_training(trainer, profile, output_dir: str | os.PathLike, *, progress: b
 
     check_bitsandbytes(profile)
     keep_nf4_trainable(trainer.model)  # a no-op when the set-up already did it
+    if profile.is_gpu:
+        torch.cuda.reset_peak_memory_stats()  # the peak from here on: the model as loaded, plus training
     output_dir = Path(output_dir)
     progress_bar = _progress_callback(trainer.args.max_steps, progress)
     trainer.add_callback(progress_bar)
@@ -355,7 +357,6 @@ def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, o
                   progress: bool = True) -> TrainResult:
     """Train a QLoRA adapter with the profile's :class:`~ftrag.profiles.TrainingSettings`: every
     object built by this module's builders, then :func:`run_training` into ``output_dir``."""
-    import torch
     from transformers import set_seed
 
     from . import profiles
@@ -366,9 +367,7 @@ def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, o
     output_dir = Path(output_dir)
     set_seed(SEED)
     gc.collect()
-    if profile.is_gpu:
-        torch.cuda.reset_peak_memory_stats()
-    else:
+    if not profile.is_gpu:
         release_freed_memory()  # models the caller deleted: give their memory back before training
     model = qlora_model(profile)
     args = training_arguments(profile, output_dir.with_name(output_dir.name + ".trainer"), validate=bool(val_set))
