@@ -9,7 +9,7 @@ course's ``.venv`` has the CPU build of torch, so ``make gpu-check`` runs ``$(GP
 ``src/ftrag/gpu_models.json`` (the models' published config.json values); each model is built with
 random weights straight into 4-bit NF4 (``ftrag.gpu.build_nf4_model``: created on the meta device,
 each linear layer filled on the GPU and quantised there), then gets the gpu profile's LoRA
-adapters (``finetune.qlora_model``: rank 16, alpha 32, every linear layer of the blocks, gradient
+adapters (``training.qlora_model``: rank 16, alpha 32, every linear layer of the blocks, gradient
 checkpointing) and trains a few steps of the reply-only loss on random tokens shaped like a
 padded batch of 8 behaviour chats. Measured per run: peak memory PyTorch allocated
 (``torch.cuda.max_memory_allocated``) while loading and while training, seconds per step, tokens
@@ -49,7 +49,7 @@ def measure(model_id: str, card: str | None, steps: int) -> dict:
     """One run in this process: build, adapt, train ``steps`` steps; raises on OOM."""
     import torch
 
-    from ftrag import finetune, gpu, profiles
+    from ftrag import gpu, profiles, training
 
     total = torch.cuda.get_device_properties(0).total_memory
     if card is not None:
@@ -62,7 +62,7 @@ def measure(model_id: str, card: str | None, steps: int) -> dict:
     model = gpu.build_nf4_model(gpu.known_models()[model_id], device="cuda", compute_dtype=dtype)
     load_seconds = time.perf_counter() - t0
     load_peak = torch.cuda.max_memory_allocated()
-    model = finetune.qlora_model(profile, model)
+    model = training.qlora_model(profile, model)
     batch = gpu.random_batch(model.config.vocab_size, s.batch_size, gpu.CHAT_TOKENS, gpu.REPLY_TOKENS, device="cuda")
     torch.cuda.reset_peak_memory_stats()
     timing = gpu.time_training_steps(model, batch, steps=steps, learning_rate=s.learning_rate,

@@ -3,10 +3,10 @@
     python benchmarks/handoff_decision.py            # the four default runs, about 15 minutes on 2 cores
     python benchmarks/handoff_decision.py --runs 24:0.5 96:0.5
 
-Each run trains the profile's behaviour adapter (``finetune.ensure_adapter``, so a run already in
+Each run trains the profile's behaviour adapter (``training.ensure_adapter``, so a run already in
 ``.cache/adapters`` is read back, the lab's own 24-step adapter included) for ``STEPS`` optimizer
 steps on the behaviour data built with ``data/scripts/make_finetune.py --handoff-share SHARE``,
-then asks it the QLoRA lab's 32 behaviour prompts (``finetune.behaviour_prompt_sets``) and prints:
+then asks it the QLoRA lab's 32 behaviour prompts (``behaviour_reports.behaviour_prompt_sets``) and prints:
 
 * ``hand-off, answer needed``: share of replies whose text hands off where the context held the
   answer (over-refusal);
@@ -51,12 +51,12 @@ def main() -> None:
     sys.path.insert(0, str(REPO / "data" / "scripts"))
     import make_finetune
 
-    from ftrag import data, finetune, profiles, sweeps, systems
+    from ftrag import behaviour_reports, data, profiles, sweeps, systems, training
 
     profile = profiles.get_profile()
     course = data.load_all()
     tok = profiles.load_tokenizer(profile)
-    prompt_sets = finetune.behaviour_prompt_sets(course, profile)
+    prompt_sets = behaviour_reports.behaviour_prompt_sets(course, profile)
     conversations = prompt_sets["validation"][0] + prompt_sets["format"][0]
     expected = prompt_sets["validation"][1] + prompt_sets["format"][1]
     print(f"{profile.name} profile, {profiles.device_summary(profile)}; {len(conversations)} behaviour prompts, "
@@ -70,10 +70,10 @@ def main() -> None:
             val = data.load_finetune("val", Path(tmp) / "val.jsonl")
         handoff_chats = sum(e.kind == "handoff" for e in train)
         start = time.perf_counter()
-        run = finetune.ensure_adapter(profile.with_training(max_steps=steps), "behaviour", train, val)
+        run = training.ensure_adapter(profile.with_training(max_steps=steps), "behaviour", train, val)
         generator = systems.tuned_generator(profile, run.adapter_dir, tokenizer=tok)
-        report = finetune.behaviour_report(generator.generate(conversations, desc=f"{steps} steps, share {share}"),
-                                           expected)
+        replies = generator.generate(conversations, desc=f"{steps} steps, share {share}")
+        report = behaviour_reports.behaviour_report(replies, expected)
         del generator
         saved.append({"steps": steps, "handoff_share": share, "handoff_chats": handoff_chats,
                       "train_chats": len(train), "json_valid": report["json_valid"],

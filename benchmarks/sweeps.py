@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--systems", nargs="+", default=["rag", "hybrid"], choices=["rag", "hybrid"])
     args = parser.parse_args()
 
-    from ftrag import data, finetune, profiles, rag, sweeps, systems
+    from ftrag import data, profiles, rag, sweeps, systems, training
 
     profile = profiles.get_profile()
     course = data.load_all()
@@ -36,7 +36,7 @@ def main() -> None:
     tokenizer = profiles.load_tokenizer(profile)
     generators = {"rag": lambda: systems.base_generator(profile, tokenizer=tokenizer),
                   "hybrid": lambda: systems.tuned_generator(
-                      profile, finetune.behaviour_adapter(profile).adapter_dir, tokenizer=tokenizer)}
+                      profile, training.behaviour_adapter(profile).adapter_dir, tokenizer=tokenizer)}
     print(f"{profile.name} profile, {profiles.device_summary(profile)}; dev split: {len(dev.knowledge)} "
           f"knowledge + {len(dev.unanswerable)} unanswerable questions")
     top_k_rows, budget_rows = [], []

@@ -2,13 +2,13 @@
 
     python benchmarks/training_step.py [--trials 6]
 
-Builds the QLoRA lab's model (``finetune.qlora_model``: the base in 4-bit NF4 with LoRA), draws
+Builds the QLoRA lab's model (``training.qlora_model``: the base in 4-bit NF4 with LoRA), draws
 random steps of ``batch_size`` training chats, and times the forward + backward pass of each step
 three ways, interleaved so that a slower minute on a shared machine hits all of them alike:
 
 * ``padded 2x2``: two padded micro-batches of two (the cpu profile's setting before packing),
 * ``padded 4``: one padded batch of four,
-* ``packed``: one row from ``finetune.pack_shared_prefix``.
+* ``packed``: one row from ``cpu_speedups.pack_shared_prefix``.
 
 It prints the tokens each way reads and the seconds per step, and checks that the packed loss
 equals the padded one. It asserts nothing about time: the figures are for reading.
@@ -28,15 +28,15 @@ def main() -> None:
 
     from transformers import DataCollatorForSeq2Seq
 
-    from ftrag import data, finetune, profiles
+    from ftrag import cpu_speedups, data, encoding, profiles, training
 
     profile = profiles.get_profile()
     s = profile.training
     tok = profiles.load_tokenizer(profile)
-    encoded = finetune.encode_examples(tok, data.load_finetune("train"), s.max_seq_len)
-    model = finetune.qlora_model(profile)  # exactly the model the lab trains
+    encoded = encoding.encode_examples(tok, data.load_finetune("train"), s.max_seq_len)
+    model = training.qlora_model(profile)  # exactly the model the lab trains
     model.train()
-    pad = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=finetune.IGNORE_INDEX)
+    pad = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=encoding.IGNORE_INDEX)
 
     def padded(chats, parts):
         size = len(chats) // parts
@@ -44,7 +44,7 @@ def main() -> None:
         return batches, sum(b["input_ids"].numel() for b in batches)
 
     def packed(chats):
-        row = finetune.pack_shared_prefix(chats)
+        row = cpu_speedups.pack_shared_prefix(chats)
         return [row], row["input_ids"].numel()
 
     ways = {"padded 2x2": lambda c: padded(c, 2), "padded 4": lambda c: padded(c, 1), "packed": packed}
@@ -64,7 +64,7 @@ def main() -> None:
             start = time.perf_counter()
             total = 0.0
             for batch in batches:
-                loss = finetune.reply_only_loss(model, batch) / len(batches)
+                loss = cpu_speedups.reply_only_loss(model, batch) / len(batches)
                 loss.backward()
                 total += loss.item()
             if trial:

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from ftrag import exercises as ex
-from ftrag import memory, prompts
+from ftrag import lora_targets, memory, prompts
 from ftrag.decide import SCENARIOS
 from ftrag.rag import ChunkSettings, RetrievalReport
 
@@ -86,11 +86,11 @@ def test_lora_params_bad_inputs():
 
 def test_lora_adapter_size_from_shapes():
     shapes = [(576, 576), (576, 192), (576, 192), (576, 576)]
-    params = ex.lora_adapter_params(shapes, 8)
+    params = lora_targets.lora_adapter_params(shapes, 8)
     assert params == 8 * (1152 + 768 + 768 + 1152)
-    assert ex.lora_adapter_mb(shapes, 16) == pytest.approx(2 * params * 4 / 1e6)
+    assert lora_targets.lora_adapter_mb(shapes, 16) == pytest.approx(2 * params * 4 / 1e6)
     with pytest.raises(Exception):
-        ex.lora_adapter_params([], 8)
+        lora_targets.lora_adapter_params([], 8)
 
 
 def test_lora_shapes_reads_a_model():
@@ -111,11 +111,11 @@ def test_lora_shapes_reads_a_model():
         def get_output_embeddings(self):
             return self.lm_head
 
-    shapes = ex.lora_shapes(Tiny())
+    shapes = lora_targets.lora_shapes(Tiny())
     assert sorted(shapes) == [(8, 8), (8, 8), (8, 24), (8, 24)]
-    assert ex.lora_adapter_params(Tiny(), 2) == 2 * (16 + 16 + 32 + 32)
-    assert ex.lora_adapter_params(Tiny(), 2, last_blocks=1) == 2 * (16 + 32)  # the upper block only
-    assert ex.lora_adapter_mb(Tiny(), 2, last_blocks=1) == pytest.approx(2 * 48 * 4 / 1e6)
+    assert lora_targets.lora_adapter_params(Tiny(), 2) == 2 * (16 + 16 + 32 + 32)
+    assert lora_targets.lora_adapter_params(Tiny(), 2, last_blocks=1) == 2 * (16 + 32)  # the upper block only
+    assert lora_targets.lora_adapter_mb(Tiny(), 2, last_blocks=1) == pytest.approx(2 * 48 * 4 / 1e6)
 
 
 def test_adapter_size():
@@ -351,37 +351,6 @@ def test_label_mask():
     assert not ex.check_label_mask({"input_ids": ids, "labels": [-100] * 5 + [20, 99, eos]}, eos)
     assert not ex.check_label_mask({"input_ids": ids, "labels": []}, eos)
 
-
-# ---- timings ----------------------------------------------------------------------------------
-def test_lab_timings_missing_file_gives_none(tmp_path, monkeypatch):
-    monkeypatch.setenv("FTRAG_RESULTS_DIR", str(tmp_path))
-    timings = ex.lab_timings()
-    assert set(timings) == set(ex.TIMING_KEYS) and all(v is None for v in timings.values())
-    assert ex.timings_context() == ""
-
-
-def test_lab_timings_reads_the_file(tmp_path, monkeypatch):
-    monkeypatch.setenv("FTRAG_RESULTS_DIR", str(tmp_path))
-    (tmp_path / "timings.json").write_text(json.dumps({
-        "_profile": "cpu", "_machine": "x86_64 Linux", "_saved": "2026-01-02 03:04:05", "lab_00_setup_seconds": 41.2,
-        "lab_01_rag_seconds": 190, "lab_02_qlora_seconds": "oops", "make_test_seconds": -3}))
-    timings = ex.lab_timings()
-    assert timings["lab_00_setup_seconds"] == 41.2 and timings["lab_01_rag_seconds"] == 190.0
-    assert timings["lab_02_qlora_seconds"] is None and timings["lab_03_hybrid_seconds"] is None
-    assert timings["make_test_seconds"] is None
-    assert ex.timings_context() == "cpu profile, x86_64 Linux, written 2026-01-02 03:04:05"
-
-
-def test_lab_timings_broken_file_gives_none(tmp_path, monkeypatch):
-    monkeypatch.setenv("FTRAG_RESULTS_DIR", str(tmp_path))
-    (tmp_path / "timings.json").write_text("{not json")
-    assert all(v is None for v in ex.lab_timings().values())
-
-
-@pytest.mark.parametrize("seconds, text", [
-    (None, "not yet measured"), (44.6, "45 s"), (200, "3 min 20 s"), (3900, "1 h 05 min")])
-def test_format_duration(seconds, text):
-    assert ex.format_duration(seconds) == text
 
 
 # ---- lab 0 -----------------------------------------------------------------------------------

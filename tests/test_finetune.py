@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ftrag import finetune, prompts
+from ftrag import (adapters, behaviour_reports, costs, cpu_speedups, encoding, evaluate, inject, lora_targets,
+                   merge_checks, profiles, prompts, training)
 from ftrag.errors import CourseError, DataError
 
 
@@ -35,7 +36,7 @@ def tok(cpu_profile):
 
 def test_labels_mask_exactly_the_prompt(tok):
     ex = _example()
-    enc = finetune.encode_example(tok, ex, 512)
+    enc = encoding.encode_example(tok, ex, 512)
     prompt = list(tok.apply_chat_template(list(ex.messages[:-1]), add_generation_prompt=True,
                                           tokenize=True, return_dict=False))
     n = len(prompt)
@@ -49,7 +50,7 @@ def test_labels_mask_exactly_the_prompt(tok):
 
 def test_end_of_turn_is_supervised_and_decodes_to_the_reply(tok):
     ex = _example()
-    enc = finetune.encode_example(tok, ex, 512)
+    enc = encoding.encode_example(tok, ex, 512)
     supervised = [t for t in enc["labels"] if t != -100]
     assert supervised[-1] == tok.eos_token_id  # the pad=eos trap: the real eos keeps its label
     assert tok.eos_token == "<|im_end|>"
@@ -59,31 +60,31 @@ def test_end_of_turn_is_supervised_and_decodes_to_the_reply(tok):
 def test_masked_tokens_match_the_full_conversation_template(tok):
     """Tokenising prompt and reply separately gives the template's own tokens for the whole chat."""
     ex = _example()
-    enc = finetune.encode_example(tok, ex, 512)
+    enc = encoding.encode_example(tok, ex, 512)
     full = list(tok.apply_chat_template(list(ex.messages), tokenize=True, return_dict=False))
     assert full[: len(enc["input_ids"])] == enc["input_ids"]
 
 
 def test_too_long_example_raises_with_its_id(tok):
     ex = _example(7)
-    n = len(finetune.encode_example(tok, ex, 512)["input_ids"])
-    assert len(finetune.encode_example(tok, ex, n)["input_ids"]) == n  # exactly max_len is fine
+    n = len(encoding.encode_example(tok, ex, 512)["input_ids"])
+    assert len(encoding.encode_example(tok, ex, n)["input_ids"]) == n  # exactly max_len is fine
     with pytest.raises(DataError, match=r"^ex-7: .*longer than max_seq_len"):
-        finetune.encode_example(tok, ex, n - 1)
+        encoding.encode_example(tok, ex, n - 1)
 
 
 def test_missing_assistant_turn_raises_with_its_id(tok):
     ex = Example("ex-no-reply", tuple(prompts.chat("Hello?")))
     with pytest.raises(DataError, match=r"^ex-no-reply: .*assistant"):
-        finetune.encode_example(tok, ex, 512)
+        encoding.encode_example(tok, ex, 512)
     with pytest.raises(DataError, match=r"^plain-list: "):
-        finetune.encode_example(tok, prompts.chat("Hello?"), 512, example_id="plain-list")
+        encoding.encode_example(tok, prompts.chat("Hello?"), 512, example_id="plain-list")
 
 
 def test_encode_examples_names_the_bad_one(tok):
     bad = Example("ex-bad", tuple(prompts.chat("Hi")) + ({"role": "assistant", "content": "  "},))
     with pytest.raises(DataError, match=r"^ex-bad: "):
-        finetune.encode_examples(tok, [_example(1), bad], 512)
+        encoding.encode_examples(tok, [_example(1), bad], 512)
 
 
 # --------------------------------------------------------------------------- LoRA targets
@@ -91,7 +92,7 @@ def test_encode_examples_names_the_bad_one(tok):
 
 def test_lora_targets_come_from_the_model(tiny_model):
     model, _ = tiny_model
-    assert finetune.lora_target_modules(model) == sorted(
+    assert lora_targets.lora_target_modules(model) == sorted(
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
 
 
@@ -114,24 +115,24 @@ def test_lora_targets_ignore_head_and_non_block_linears():
         def get_output_embeddings(self):
             return self.lm_head
 
-    assert finetune.lora_target_modules(Toy()) == ["attn", "ffn_in"]
+    assert lora_targets.lora_target_modules(Toy()) == ["attn", "ffn_in"]
     with pytest.raises(CourseError):
-        finetune.lora_target_modules(nn.Sequential())
+        lora_targets.lora_target_modules(nn.Sequential())
     # Only the upper blocks: the paths of the last one, and peft's layer indices.
-    assert [p for p, _ in finetune.block_linears(Toy(), last_blocks=1)] == ["blocks.1.attn", "blocks.1.ffn_in"]
-    assert finetune.adapted_blocks(Toy(), 1) == [1] and finetune.adapted_blocks(Toy(), 2) == [0, 1]
-    assert finetune.adapted_blocks(Toy(), None) is None
+    assert [p for p, _ in lora_targets.block_linears(Toy(), last_blocks=1)] == ["blocks.1.attn", "blocks.1.ffn_in"]
+    assert lora_targets.adapted_blocks(Toy(), 1) == [1] and lora_targets.adapted_blocks(Toy(), 2) == [0, 1]
+    assert lora_targets.adapted_blocks(Toy(), None) is None
     for wrong in (0, 3):
         with pytest.raises(CourseError, match="2 decoder blocks"):
-            finetune.adapted_blocks(Toy(), wrong)
+            lora_targets.adapted_blocks(Toy(), wrong)
 
 
 def test_micro_batches_must_divide_the_batch(cpu_profile):
-    assert finetune.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=None).training) == 4
-    assert finetune.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=2).training) == 2
+    assert cpu_speedups.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=None).training) == 4
+    assert cpu_speedups.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=2).training) == 2
     for wrong in (3, 0):
         with pytest.raises(CourseError, match="must divide batch_size=4"):
-            finetune.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=wrong).training)
+            cpu_speedups.micro_batch_size(cpu_profile.with_training(batch_size=4, micro_batch_size=wrong).training)
 
 
 def test_reply_only_loss_equals_the_usual_masked_loss(tiny_model):
@@ -141,10 +142,10 @@ def test_reply_only_loss_equals_the_usual_masked_loss(tiny_model):
 
     model, tok = tiny_model
     batch = DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)(
-        finetune.encode_examples(tok, [_example(1), _example(2, "Sure! Stay bright!")], 512))
+        encoding.encode_examples(tok, [_example(1), _example(2, "Sure! Stay bright!")], 512))
     with torch.no_grad():
         usual = model(**batch).loss
-        ours = finetune.reply_only_loss(model, batch)
+        ours = cpu_speedups.reply_only_loss(model, batch)
     assert torch.isclose(usual, ours, rtol=1e-4), (usual, ours)
 
 
@@ -158,8 +159,8 @@ def _packing_examples():
 def test_packed_row_reads_the_shared_prefix_once_and_never_crosses_chats(tok):
     import torch
 
-    enc = finetune.encode_examples(tok, _packing_examples(), 512)
-    row = finetune.pack_shared_prefix(enc)
+    enc = encoding.encode_examples(tok, _packing_examples(), 512)
+    row = cpu_speedups.pack_shared_prefix(enc)
     prompt_lens = [e["labels"].count(-100) for e in enc]
     shared = (sum(len(e["input_ids"]) for e in enc) - len(row["input_ids"][0])) // (len(enc) - 1)
     assert 40 < shared < min(prompt_lens)  # the system prompt, and a prompt token of each chat's own
@@ -185,16 +186,16 @@ def test_packed_row_gives_the_padded_batch_loss_and_gradients(tiny_model):
     from transformers import DataCollatorForSeq2Seq
 
     model, tok = tiny_model
-    enc = finetune.encode_examples(tok, _packing_examples(), 512)
+    enc = encoding.encode_examples(tok, _packing_examples(), 512)
     weights = [model.model.layers[0].self_attn.k_proj.weight, model.model.layers[-1].mlp.down_proj.weight]
     results = []
     try:
         for w in weights:
             w.requires_grad_(True)
         for batch in (DataCollatorForSeq2Seq(tok, padding=True, label_pad_token_id=-100)([dict(e) for e in enc]),
-                      finetune.pack_shared_prefix(enc)):
+                      cpu_speedups.pack_shared_prefix(enc)):
             model.zero_grad()
-            loss = finetune.reply_only_loss(model, batch)
+            loss = cpu_speedups.reply_only_loss(model, batch)
             loss.backward()
             results.append((loss.detach(), [w.grad.clone() for w in weights]))
     finally:
@@ -210,12 +211,12 @@ def test_packed_row_gives_the_padded_batch_loss_and_gradients(tiny_model):
 def test_teacher_forcing_row_supervises_each_reply_and_its_end_of_turn(tok):
     convs = [prompts.chat("Can I return my lamp?"), prompts.chat("Hello!")]
     replies = ['{"answer": "Yes. Stay bright!"}', "Hi there."]
-    row = finetune.teacher_forcing_row(tok, convs, replies, 512)
+    row = merge_checks.teacher_forcing_row(tok, convs, replies, 512)
     labels = row["labels"][0].tolist()
     supervised = [t for t in labels if t != -100]
     assert tok.decode(supervised) == replies[0] + tok.eos_token + replies[1] + tok.eos_token
     with pytest.raises(CourseError, match="one reply per conversation"):
-        finetune.teacher_forcing_row(tok, convs, replies[:1], 512)
+        merge_checks.teacher_forcing_row(tok, convs, replies[:1], 512)
 
 
 def test_greedy_replies_are_the_top_tokens_of_their_teacher_forced_logits(tiny_model):
@@ -227,29 +228,29 @@ def test_greedy_replies_are_the_top_tokens_of_their_teacher_forced_logits(tiny_m
     convs = [prompts.chat("What is a lamp?"), prompts.chat("Say hello in one short sentence.")]
     replies = Generator(model, tok, max_new_tokens=40).generate(convs, progress=False)
     assert all(r.new_tokens < 40 for r in replies)  # both ended with the end-of-turn token
-    row = finetune.teacher_forcing_row(tok, convs, replies, 512)
+    row = merge_checks.teacher_forcing_row(tok, convs, replies, 512)
     targets = [t for t in row["labels"][0].tolist() if t != -100]
-    assert finetune.reply_logits(model, row).argmax(-1).tolist() == targets
+    assert merge_checks.reply_logits(model, row).argmax(-1).tolist() == targets
 
 
 def test_next_token_agreement_counts_positions_where_the_top_token_differs():
     import torch
 
     a = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 1.5], [1.0, 0.0, 0.2], [0.0, 0.0, 5.0]])
-    same = finetune.next_token_agreement(a, a + 1e-3)
+    same = merge_checks.next_token_agreement(a, a + 1e-3)
     assert same["same_next_token"] == 1.0 and same["positions"] == 4
     assert same["max_logit_diff"] == pytest.approx(1e-3, rel=1e-3) and same["smallest_top_margin"] == pytest.approx(0.5)
     b = a.clone()
     b[1, 2] = 2.5  # the runner-up overtakes at one position of four
-    assert finetune.next_token_agreement(a, b)["same_next_token"] == 0.75
+    assert merge_checks.next_token_agreement(a, b)["same_next_token"] == 0.75
     with pytest.raises(CourseError, match="same non-empty shape"):
-        finetune.next_token_agreement(a, a[:2])
+        merge_checks.next_token_agreement(a, a[:2])
 
 
 def test_packing_rejects_examples_not_made_by_encode_example():
     bad = {"input_ids": [1, 2, 3, 4], "labels": [-100, 5, -100, 6]}
     with pytest.raises(CourseError, match="encode_example"):
-        finetune.pack_shared_prefix([bad])
+        cpu_speedups.pack_shared_prefix([bad])
 
 
 def test_broken_bitsandbytes_is_a_course_error(monkeypatch):
@@ -260,7 +261,7 @@ def test_broken_bitsandbytes_is_a_course_error(monkeypatch):
 
     monkeypatch.setattr(F, "quantize_4bit", broken)
     with pytest.raises(CourseError, match="bitsandbytes.*no kernel.*pip install bitsandbytes"):
-        finetune.check_bitsandbytes()
+        training.check_bitsandbytes()
 
 
 # --------------------------------------------------------------------------- cache key
@@ -268,57 +269,57 @@ def test_broken_bitsandbytes_is_a_course_error(monkeypatch):
 
 def test_adapter_key_changes_with_settings_data_and_model(cpu_profile):
     train, val = [_example(1), _example(2)], [_example(3)]
-    key = finetune.adapter_key(cpu_profile, train, val)
-    assert key == finetune.adapter_key(cpu_profile, list(train), list(val))  # deterministic
-    assert key != finetune.adapter_key(cpu_profile.with_training(lora_rank=16), train, val)
-    assert key != finetune.adapter_key(cpu_profile.with_training(max_steps=37), train, val)
-    assert key != finetune.adapter_key(cpu_profile.with_training(learning_rate=2e-4), train, val)
-    assert key != finetune.adapter_key(cpu_profile, train[:1], val)
-    assert key != finetune.adapter_key(cpu_profile, [_example(1, "Other reply. Stay bright!"), train[1]], val)
-    assert key != finetune.adapter_key(cpu_profile, train, [])
+    key = training.adapter_key(cpu_profile, train, val)
+    assert key == training.adapter_key(cpu_profile, list(train), list(val))  # deterministic
+    assert key != training.adapter_key(cpu_profile.with_training(lora_rank=16), train, val)
+    assert key != training.adapter_key(cpu_profile.with_training(max_steps=37), train, val)
+    assert key != training.adapter_key(cpu_profile.with_training(learning_rate=2e-4), train, val)
+    assert key != training.adapter_key(cpu_profile, train[:1], val)
+    assert key != training.adapter_key(cpu_profile, [_example(1, "Other reply. Stay bright!"), train[1]], val)
+    assert key != training.adapter_key(cpu_profile, train, [])
     from dataclasses import replace
 
-    assert key != finetune.adapter_key(replace(cpu_profile, model_id="other/model"), train, val)
-    folder = finetune.adapter_dir_for(cpu_profile, "behaviour", train, val)
+    assert key != training.adapter_key(replace(cpu_profile, model_id="other/model"), train, val)
+    folder = training.adapter_dir_for(cpu_profile, "behaviour", train, val)
     assert folder.name == f"behaviour-{key}" and folder.parent.name == "adapters"
 
 
 def test_ensure_adapter_uses_a_complete_cached_folder(cpu_profile, tmp_path, monkeypatch):
     monkeypatch.setenv("FTRAG_CACHE_DIR", str(tmp_path))
     train, val = [_example(1)], [_example(2)]
-    folder = finetune.adapter_dir_for(cpu_profile, "unit", train, val)
+    folder = training.adapter_dir_for(cpu_profile, "unit", train, val)
     folder.mkdir(parents=True)
-    stored = finetune.TrainResult(str(folder), [(1, 2.0)], [(0, 3.0), (1, 1.5)], 10.0, 10.0, 1, 900.0,
+    stored = training.TrainResult(str(folder), [(1, 2.0)], [(0, 3.0), (1, 1.5)], 10.0, 10.0, 1, 900.0,
                                   100, 10_000, {"lora_rank": 8})
-    (folder / finetune.METRICS_FILE).write_text(json.dumps(stored.to_json()))
+    (folder / training.METRICS_FILE).write_text(json.dumps(stored.to_json()))
 
     calls = []
-    monkeypatch.setattr(finetune, "train_adapter", lambda *a, **k: calls.append(a) or "trained")
+    monkeypatch.setattr(training, "train_adapter", lambda *a, **k: calls.append(a) or "trained")
     # incomplete folder (no adapter weights): trains again
-    assert finetune.ensure_adapter(cpu_profile, "unit", train, val, progress=False) == "trained"
-    (folder / finetune.ADAPTER_FILE).write_bytes(b"weights")
-    (folder / finetune.ADAPTER_CONFIG).write_text("{}")
-    result = finetune.ensure_adapter(cpu_profile, "unit", train, val, progress=False)
+    assert training.ensure_adapter(cpu_profile, "unit", train, val, progress=False) == "trained"
+    (folder / adapters.ADAPTER_FILE).write_bytes(b"weights")
+    (folder / adapters.ADAPTER_CONFIG).write_text("{}")
+    result = training.ensure_adapter(cpu_profile, "unit", train, val, progress=False)
     assert len(calls) == 1
     assert result.cached is True
     assert result.val_losses == [(0, 3.0), (1, 1.5)] and result.trainable_share == 0.01
-    assert finetune.adapter_cache_tag(cpu_profile, folder).startswith("cpu-adapter-")
+    assert adapters.adapter_cache_tag(cpu_profile, folder).startswith("cpu-adapter-")
 
 
 # --------------------------------------------------------------------------- helpers and reports
 
 
 def test_evenly_spaced_keeps_both_ends():
-    assert finetune.evenly_spaced(range(10), 4) == [0, 3, 6, 9]
-    assert finetune.evenly_spaced(range(3), 5) == [0, 1, 2]
-    assert finetune.evenly_spaced(range(3), None) == [0, 1, 2]
+    assert evaluate.evenly_spaced(range(10), 4) == [0, 3, 6, 9]
+    assert evaluate.evenly_spaced(range(3), 5) == [0, 1, 2]
+    assert evaluate.evenly_spaced(range(3), None) == [0, 1, 2]
 
 
 def test_behaviour_report_scores_json_voice_and_handoff():
     good = prompts.answer_json("You can return it within 30 days. Stay bright!", ["doc-1"])
     handoff = prompts.answer_json(prompts.HANDOFF_ANSWER, [], True)
     prose = "As an AI language model I cannot help."
-    rep = finetune.behaviour_report([good, handoff, prose], [False, True, False])
+    rep = behaviour_reports.behaviour_report([good, handoff, prose], [False, True, False])
     assert rep["n"] == 3
     assert rep["json_valid"] == pytest.approx(2 / 3)
     assert rep["needs_human_accuracy"] == pytest.approx(2 / 3)  # the prose reply has no flag: wrong
@@ -327,23 +328,23 @@ def test_behaviour_report_scores_json_voice_and_handoff():
     # the hand-off sentence without the flag: needs_human looks right on the first prompt, yet the
     # customer got no answer and nobody was told to take over
     unflagged = prompts.answer_json(prompts.HANDOFF_ANSWER, [], False)
-    over = finetune.behaviour_report([unflagged, handoff, good], [False, True, False])
+    over = behaviour_reports.behaviour_report([unflagged, handoff, good], [False, True, False])
     assert over["needs_human_accuracy"] == 1.0
     assert over["handoff_reply_when_not_needed"] == 0.5 and over["handoff_replies_flagged"] == 0.5
-    only_good = finetune.behaviour_report([good], [False])
+    only_good = behaviour_reports.behaviour_report([good], [False])
     assert "handoff_reply_when_needed" not in only_good and "handoff_replies_flagged" not in only_good
     assert rep["voice_rules"]["sign_off"] == pytest.approx(2 / 3)
     assert rep["voice_rules"]["no_disclaimer"] == pytest.approx(2 / 3)
     assert 0 < rep["voice"] < 1
-    assert "needs_human_accuracy" not in finetune.behaviour_report([good])
-    table = finetune.behaviour_table({"before": rep})
+    assert "needs_human_accuracy" not in behaviour_reports.behaviour_report([good])
+    table = behaviour_reports.behaviour_table({"before": rep})
     assert table.loc["voice: sign off", "before"] == pytest.approx(2 / 3)
     assert not [label for label in table.index if "_" in label.replace("needs_human", "")]  # the JSON key stays
 
 
 def test_coverage_says_how_much_of_the_data_the_steps_read():
     def run(steps, examples, batch_size=4):
-        return finetune.TrainResult("a", [], [], 1.0, 1.0, steps, 1.0, 1, 10, {"batch_size": batch_size},
+        return training.TrainResult("a", [], [], 1.0, 1.0, steps, 1.0, 1, 10, {"batch_size": batch_size},
                                     examples=examples)
 
     assert run(24, 358).coverage() == "24 steps of 4 chats: 96 of the 358 training chats, once each"
@@ -353,9 +354,9 @@ def test_coverage_says_how_much_of_the_data_the_steps_read():
 
 def test_distinct_first_prefers_replies_not_seen_yet():
     replies = ["a", "a", "b", "a", "c", "b"]
-    assert finetune.distinct_first(replies, 3) == [0, 2, 4]
-    assert finetune.distinct_first(replies, 4) == [0, 1, 2, 4]
-    assert finetune.distinct_first(replies, 10) == list(range(6))
+    assert behaviour_reports.distinct_first(replies, 3) == [0, 2, 4]
+    assert behaviour_reports.distinct_first(replies, 4) == [0, 1, 2, 4]
+    assert behaviour_reports.distinct_first(replies, 10) == list(range(6))
 
 
 def test_knowledge_report_counts_confident_wrong_answers():
@@ -364,7 +365,7 @@ def test_knowledge_report_counts_confident_wrong_answers():
                prompts.answer_json(prompts.HANDOFF_ANSWER, [], True),           # wrong, hands off
                "Probably Lantern.",                                             # wrong, prose, no hand-off
                prompts.answer_json(prompts.HANDOFF_ANSWER, [], False)]          # hand-off in words only
-    rep = finetune.knowledge_report(replies, [["Firefly"]] * 5)
+    rep = behaviour_reports.knowledge_report(replies, [["Firefly"]] * 5)
     assert rep["accuracy"] == 0.2
     assert rep["confident_wrong"] == 0.4   # Moonbeam and Lantern; a worded hand-off is not confident
     assert rep["correct"] == [True, False, False, False, False]
@@ -374,27 +375,27 @@ def test_tokens_per_second_and_sizes(tmp_path):
     from ftrag.generation import Generation
 
     gens = [Generation("a", 10, 20, 1.0, 2.0), Generation("b", 10, 40, 1.0, 2.0)]
-    assert finetune.tokens_per_second(gens) == 30.0
-    assert math.isnan(finetune.tokens_per_second([]))
-    (tmp_path / finetune.ADAPTER_FILE).write_bytes(b"\0" * 2**20)
-    assert finetune.adapter_size_mb(tmp_path) == 2**20 / 1e6
+    assert costs.tokens_per_second(gens) == 30.0
+    assert math.isnan(costs.tokens_per_second([]))
+    (tmp_path / adapters.ADAPTER_FILE).write_bytes(b"\0" * 2**20)
+    assert costs.adapter_size_mb(tmp_path) == 2**20 / 1e6
     with pytest.raises(CourseError):
-        finetune.adapter_size_mb(tmp_path / "missing")
-    assert finetune.peak_memory_mb() > 10
+        costs.adapter_size_mb(tmp_path / "missing")
+    assert costs.peak_memory_mb() > 10
 
 
 def test_inject_setup_picks_whole_facts(cpu_profile):
     from ftrag.data import load_inject_facts
 
     train, test = load_inject_facts("train"), load_inject_facts("test")
-    prof, tr, te = finetune.inject_setup(cpu_profile, train, test, n_facts=5, epochs=2, lr_factor=3)
+    prof, tr, te = inject.inject_setup(cpu_profile, train, test, n_facts=5, epochs=2, lr_factor=3)
     facts = {ex.fact_id for ex in tr}
     assert len(facts) == 5 and {q.fact_id for q in te} == facts
     assert len(tr) == 4 * 5  # every phrasing of the chosen facts
     assert prof.training.max_steps == math.ceil(2 * len(tr) / cpu_profile.training.batch_size)
     assert prof.training.learning_rate == pytest.approx(3 * cpu_profile.training.learning_rate)
     assert prof.training.lora_rank == cpu_profile.training.lora_rank  # the rest as the profile has it
-    answers = finetune.training_phrasing_answers(tr, te)
+    answers = inject.training_phrasing_answers(tr, te)
     assert len(answers) == len(tr) and all(answers)
 
 
@@ -404,14 +405,14 @@ def test_behaviour_prompt_sets_follow_the_profile(cpu_profile):
     from ftrag.data import load_all
 
     course = load_all()
-    sets = finetune.behaviour_prompt_sets(course, cpu_profile)
+    sets = behaviour_reports.behaviour_prompt_sets(course, cpu_profile)
     limit = cpu_profile.eval_behaviour_limit
     assert [len(sets[name][0]) for name in ("validation", "format")] == [limit, limit]
-    fmt = finetune.behaviour_format_prompts(course, cpu_profile)
+    fmt = behaviour_reports.behaviour_format_prompts(course, cpu_profile)
     assert sets["format"][1] == [f.expect_needs_human for f in fmt] and any(sets["format"][1])
     assert sets["format"][0][0][-1]["content"].endswith(fmt[0].question)
     assert all(msgs[-1]["role"] == "user" for msgs in sets["validation"][0])  # replies removed
-    everything = finetune.behaviour_prompt_sets(course, replace(cpu_profile, eval_behaviour_limit=None))
+    everything = behaviour_reports.behaviour_prompt_sets(course, replace(cpu_profile, eval_behaviour_limit=None))
     assert len(everything["format"][0]) == len(course.format_prompts)
     assert len(everything["validation"][0]) == len(course.finetune_val)
 
@@ -423,13 +424,13 @@ def _lora_gradients(profile, row, *, eval_pass_first: bool):
     import torch
 
     torch.manual_seed(0)  # the same LoRA initialisation for every model
-    model = finetune.qlora_model(profile)
+    model = training.qlora_model(profile)
     if eval_pass_first:  # what Trainer.evaluate() does before the first step
         model.eval()
         with torch.no_grad():
             model(**{k: v for k, v in row.items() if k != "labels"})
     model.train()
-    loss = finetune.reply_only_loss(model, row)
+    loss = cpu_speedups.reply_only_loss(model, row)
     loss.backward()
     return loss.item(), {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
@@ -438,9 +439,9 @@ def _lora_gradients(profile, row, *, eval_pass_first: bool):
 def test_an_eval_pass_before_training_leaves_the_lora_gradients_unchanged(cpu_profile, tok):
     """On a CPU with AVX512-BF16, bitsandbytes repacks NF4 weights for inference at the first eval
     pass, and back-propagating through the repacked layers gives wrong gradients (160% off on such
-    a machine before finetune.keep_nf4_trainable). Elsewhere both runs are trivially the same."""
+    a machine before cpu_speedups.keep_nf4_trainable). Elsewhere both runs are trivially the same."""
     profile = cpu_profile.with_training(adapted_blocks=3)
-    row = finetune.pack_shared_prefix(finetune.encode_examples(tok, _packing_examples()[:2], 512))
+    row = cpu_speedups.pack_shared_prefix(encoding.encode_examples(tok, _packing_examples()[:2], 512))
     fresh_loss, fresh = _lora_gradients(profile, row, eval_pass_first=False)
     loss, after_eval = _lora_gradients(profile, row, eval_pass_first=True)
     assert loss == pytest.approx(fresh_loss, rel=1e-5)
@@ -465,7 +466,7 @@ def test_keep_nf4_trainable_keeps_the_trainable_layout_after_an_eval_pass():
 
     layer, x = _nf4_layer()
     expected = layer(x).detach()
-    assert finetune.keep_nf4_trainable(torch.nn.Sequential(layer)) == 1
+    assert cpu_speedups.keep_nf4_trainable(torch.nn.Sequential(layer)) == 1
     layer.eval()
     with torch.no_grad():
         assert torch.equal(layer(x), expected)  # still the standard kernel
@@ -487,7 +488,7 @@ def test_keep_nf4_trainable_refuses_a_layer_already_repacked():
     if not has_avx512bf16():
         pytest.skip("this CPU has no AVX512-BF16: bitsandbytes never repacks here")
     with pytest.raises(CourseError, match="Load a fresh one"):
-        finetune.keep_nf4_trainable(torch.nn.Sequential(layer))
+        cpu_speedups.keep_nf4_trainable(torch.nn.Sequential(layer))
 
 
 class _FakeNF4Weight:
@@ -510,7 +511,7 @@ def test_keep_nf4_trainable_turns_off_the_switch_of_every_4bit_layer():
     import torch
 
     model = torch.nn.Sequential(_fake_nf4_layer(), torch.nn.Linear(2, 2), _fake_nf4_layer())
-    assert finetune.keep_nf4_trainable(model) == 2
+    assert cpu_speedups.keep_nf4_trainable(model) == 2
     assert model[0].support_avx512bf16_for_cpu is False and model[2].support_avx512bf16_for_cpu is False
 
 
@@ -520,20 +521,20 @@ def test_keep_nf4_trainable_refuses_4bit_layers_without_the_switch():
 
     renamed = torch.nn.Sequential(_fake_nf4_layer("cpu_fast_inference"), torch.nn.Linear(2, 2))
     with pytest.raises(CourseError, match="support_avx512bf16_for_cpu.*bitsandbytes==0.50.2"):
-        finetune.keep_nf4_trainable(renamed)
-    assert finetune.keep_nf4_trainable(torch.nn.Sequential(torch.nn.Linear(2, 2))) == 0  # nothing 4-bit
+        cpu_speedups.keep_nf4_trainable(renamed)
+    assert cpu_speedups.keep_nf4_trainable(torch.nn.Sequential(torch.nn.Linear(2, 2))) == 0  # nothing 4-bit
 
 
 def test_adapter_cache_tag_carries_the_generation_version(cpu_profile, tmp_path, monkeypatch):
     from ftrag import generation, systems
 
     assert systems.GENERATION_VERSION == generation.GENERATION_VERSION  # one version for every reply cache
-    (tmp_path / finetune.ADAPTER_FILE).write_bytes(b"weights")
+    (tmp_path / adapters.ADAPTER_FILE).write_bytes(b"weights")
     version = generation.GENERATION_VERSION
-    tag = finetune.adapter_cache_tag(cpu_profile, tmp_path)
+    tag = adapters.adapter_cache_tag(cpu_profile, tmp_path)
     assert tag.startswith("cpu-adapter-") and tag.endswith(f"-{version}")
     monkeypatch.setattr(generation, "GENERATION_VERSION", "g-next")
-    assert finetune.adapter_cache_tag(cpu_profile, tmp_path) == tag[: -len(version)] + "g-next"
+    assert adapters.adapter_cache_tag(cpu_profile, tmp_path) == tag[: -len(version)] + "g-next"
 
 
 # --------------------------------------------------------------------------- a real (tiny) run
@@ -544,7 +545,7 @@ def test_tiny_training_run_with_padded_micro_batches(cpu_profile, tmp_path):
     """The gpu profile's path: padded micro-batches with gradient accumulation, no packing."""
     profile = cpu_profile.with_training(max_steps=1, batch_size=2, micro_batch_size=1, share_prompt_prefix=False,
                                         adapted_blocks=2, eval_every=1)
-    run = finetune.train_adapter(profile, [_example(i) for i in range(2)], [_example(10)],
+    run = training.train_adapter(profile, [_example(i) for i in range(2)], [_example(10)],
                                  output_dir=tmp_path / "padded", progress=False)
     assert run.steps == 1 and run.settings["share_prompt_prefix"] is False
     assert [s for s, _ in run.val_losses] == [0, 1] and all(math.isfinite(v) for _, v in run.val_losses)
@@ -561,39 +562,65 @@ def test_tiny_training_run_merges_to_the_same_answers(cpu_profile, tmp_path, mon
     assert profile.training.share_prompt_prefix
     train = [_example(i) for i in range(4)]
     val = [_example(10)]
-    run = finetune.ensure_adapter(profile, "tiny", train, val, progress=False)
+    run = training.ensure_adapter(profile, "tiny", train, val, progress=False)
     assert run.cached is False and run.steps == 2
     from safetensors import safe_open
 
-    with safe_open(str(Path(run.adapter_dir) / finetune.ADAPTER_FILE), "pt") as weights:
+    with safe_open(str(Path(run.adapter_dir) / adapters.ADAPTER_FILE), "pt") as weights:
         blocks = {int(k.split(".layers.")[1].split(".")[0]) for k in weights.keys()}
     assert sorted(blocks) == list(range(30 - profile.training.adapted_blocks, 30))  # only the upper blocks
     assert [s for s, _ in run.train_losses] == [1, 2]
     assert [s for s, _ in run.val_losses] == [0, 1, 2]
     assert 0 < run.trainable_share < 0.05
-    assert finetune.is_complete(run.adapter_dir)
-    assert 0 < finetune.adapter_size_mb(run.adapter_dir) < 20
-    again = finetune.ensure_adapter(profile, "tiny", train, val, progress=False)
+    assert training.is_complete(run.adapter_dir)
+    assert 0 < costs.adapter_size_mb(run.adapter_dir) < 20
+    again = training.ensure_adapter(profile, "tiny", train, val, progress=False)
     assert again.cached is True and again.adapter_dir == run.adapter_dir
 
     tok = profiles.load_tokenizer(profile)
     questions = [prompts.chat("Can I return my lamp?", [("doc-1", "Returns are accepted for 30 days.")]),
                  prompts.chat("Hello!")]
-    peft_model = finetune.load_tuned(profile, run.adapter_dir, merge=False)
-    loss = finetune.nf4_merge_loss(peft_model)
+    peft_model = adapters.load_tuned(profile, run.adapter_dir, merge=False)
+    loss = merge_checks.nf4_merge_loss(peft_model)
     assert loss["update_lost_full"] < 1e-3 < loss["update_lost_nf4"]
     adapter_replies = [g.text for g in Generator(peft_model, tok, max_new_tokens=24).generate(questions, progress=False)]
-    row = finetune.teacher_forcing_row(tok, questions, adapter_replies, 512)
-    adapter_logits = finetune.reply_logits(peft_model, row)
+    row = merge_checks.teacher_forcing_row(tok, questions, adapter_replies, 512)
+    adapter_logits = merge_checks.reply_logits(peft_model, row)
     merged = peft_model.merge_and_unload()
     merged_replies = [g.text for g in Generator(merged, tok, max_new_tokens=24).generate(questions, progress=False)]
     assert merged_replies == adapter_replies
     from ftrag import systems
 
     tuned = systems.tuned_generator(profile, run.adapter_dir, tokenizer=tok)  # what the labs ask
-    assert tuned.cache_tag == finetune.adapter_cache_tag(profile, run.adapter_dir)
+    assert tuned.cache_tag == adapters.adapter_cache_tag(profile, run.adapter_dir)
     assert (tuned.max_new_tokens, tuned.batch_size) == (profile.max_new_tokens, profile.generation_batch_size)
     tuned.max_new_tokens = 24
     assert [g.text for g in tuned.generate(questions, progress=False)] == merged_replies
-    agreement = finetune.next_token_agreement(adapter_logits, finetune.reply_logits(merged, row))
+    agreement = merge_checks.next_token_agreement(adapter_logits, merge_checks.reply_logits(merged, row))
     assert agreement["same_next_token"] == 1.0 and agreement["max_logit_diff"] < 1e-2
+
+
+@pytest.mark.slow
+def test_a_trainer_built_by_hand_finds_the_profiles_adapter_unless_it_differs(cpu_profile, tmp_path):
+    """train_or_load's key: the profile's key for the Trainer train_adapter would build, another one
+    (naming what differs) when the reader changed an object."""
+    import copy
+
+    from ftrag import data
+
+    train, val = data.load_finetune("train")[:8], data.load_finetune("val")[:4]
+    tok = profiles.load_tokenizer(cpu_profile)
+    train_set, val_set = training.encoded_splits(tok, cpu_profile, train, val)
+    model = training.qlora_model(cpu_profile)
+    args = training.training_arguments(cpu_profile, tmp_path / "scratch")
+    trainer = training.course_trainer(cpu_profile, model, args, train_set, val_set, tok)
+    assert training.setup_changes(trainer, cpu_profile, train, val) == {}
+    trainer.args.learning_rate *= 2
+    assert set(training.setup_changes(trainer, cpu_profile, train, val)) == {"arguments"}
+    trainer.args.learning_rate /= 2
+    changed = copy.deepcopy(model.peft_config["default"])
+    changed.r = 4
+    model.peft_config["default"] = changed
+    changes = training.setup_changes(trainer, cpu_profile, train, val)
+    assert set(changes) == {"lora"} and changes["lora"]["r"] == 4
+    assert training.adapter_key(cpu_profile, train, val, changes) != training.adapter_key(cpu_profile, train, val)

@@ -5,7 +5,7 @@ import importlib.util
 import pytest
 import torch
 
-from ftrag import finetune, gpu, profiles
+from ftrag import encoding, gpu, profiles, training
 from ftrag.paths import REPO_ROOT
 
 from _tiny_models import tiny_architecture
@@ -57,11 +57,11 @@ def test_a_tiny_random_nf4_model_builds_from_its_config_and_trains(tmp_path):
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        peft_model = finetune.qlora_model(profiles.gpu_profile_settings("tiny"), model)
+        peft_model = training.qlora_model(profiles.gpu_profile_settings("tiny"), model)
     # peft's use of transformers' old checkpointing names is silenced there (ftrag.harmless_messages)
     assert not [str(w.message) for w in caught if "gradient_checkpointing" in str(w.message)]
     batch = gpu.random_batch(500, 2, 32, 8, device="cpu")
-    assert (batch["labels"][:, :24] == finetune.IGNORE_INDEX).all() and (batch["labels"][:, 24:] >= 0).all()
+    assert (batch["labels"][:, :24] == encoding.IGNORE_INDEX).all() and (batch["labels"][:, 24:] >= 0).all()
     before = [p.detach().clone() for p in peft_model.parameters() if p.requires_grad]
     timing = gpu.time_training_steps(peft_model, batch, steps=1, learning_rate=1e-2,
                                      compute_dtype=torch.bfloat16, device="cpu")

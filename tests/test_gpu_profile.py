@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from ftrag import finetune, gpu, profiles
+from ftrag import adapters, costs, gpu, profiles, training
 from ftrag.errors import CourseError
 
 from _tiny_models import gpu_profile_for_test, tiny_architecture
@@ -58,7 +58,7 @@ def test_compute_dtype_follows_the_device_capability(monkeypatch, capability, dt
 
 def test_peak_memory_on_gpu_is_what_pytorch_allocated(monkeypatch):
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: 3_500_000_000)
-    assert finetune.peak_memory_mb("cuda") == pytest.approx(3500.0)
+    assert costs.peak_memory_mb("cuda") == pytest.approx(3500.0)
 
 
 def test_the_gpu_profile_without_cuda_says_what_to_do(monkeypatch):
@@ -146,7 +146,7 @@ def test_gpu_profile_end_to_end_on_a_tiny_qwen2(tiny_qwen_dir, tmp_path, monkeyp
     profile = dataclasses.replace(profile, max_new_tokens=16)  # random weights rarely stop: keep replies short
 
     # NF4 load, LoRA on the Qwen2 targets, gradient checkpointing
-    model = finetune.qlora_model(profile)
+    model = training.qlora_model(profile)
     import bitsandbytes as bnb
 
     layers = [m for m in model.modules() if type(m) is bnb.nn.Linear4bit]
@@ -156,17 +156,17 @@ def test_gpu_profile_end_to_end_on_a_tiny_qwen2(tiny_qwen_dir, tmp_path, monkeyp
     del model
 
     # training: padded batches of 8, two steps, adapter saved
-    result = finetune.train_adapter(profile, data.load_finetune("train"), data.load_finetune("val"),
+    result = training.train_adapter(profile, data.load_finetune("train"), data.load_finetune("val"),
                                     output_dir=tmp_path / "adapter", progress=False)
     assert result.steps == 2 and len(result.train_losses) == 2 and result.examples == 16
     assert all(loss == loss and loss > 0 for _, loss in result.train_losses + result.val_losses)
-    saved = json.loads((tmp_path / "adapter" / finetune.ADAPTER_CONFIG).read_text())
+    saved = json.loads((tmp_path / "adapter" / adapters.ADAPTER_CONFIG).read_text())
     assert sorted(saved["target_modules"]) == QWEN2_TARGETS and (saved["r"], saved["lora_alpha"]) == (16, 32)
     assert result.settings["batch_size"] == 8 and result.settings["gradient_checkpointing"]
 
     # reload and merge into the 16-bit base: the merged model answers like base + adapter
-    unmerged = finetune.load_tuned(profile, tmp_path / "adapter", merge=False)
-    merged = finetune.load_tuned(profile, tmp_path / "adapter")
+    unmerged = adapters.load_tuned(profile, tmp_path / "adapter", merge=False)
+    merged = adapters.load_tuned(profile, tmp_path / "adapter")
     assert next(merged.parameters()).dtype == torch.bfloat16
     assert not any("lora_" in name for name, _ in merged.named_parameters())
     tok = profiles.load_tokenizer(profile)

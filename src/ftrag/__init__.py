@@ -7,7 +7,15 @@ The labs import from here; each module owns one concern:
 - :mod:`ftrag.data`       typed records, loaders and validation of ``data/``
 - :mod:`ftrag.generation` batched greedy generation with token counts and timings
 - :mod:`ftrag.rag`        index build/persist/load/update, retrieval evaluation, answering with citations
-- :mod:`ftrag.finetune`   chat formatting with masking, QLoRA training, adapters
+- :mod:`ftrag.encoding`   chat examples as training rows, the loss masked to the reply
+- :mod:`ftrag.lora_targets`  which layers get LoRA adapters, and the adapter's size
+- :mod:`ftrag.training`   QLoRA training: the objects of a run, the run, the adapter cache
+- :mod:`ftrag.cpu_speedups`  the course's CPU speed-ups (shared-prefix packing, reply-only loss, ...)
+- :mod:`ftrag.adapters`   saved adapters: files, hash, loading for inference
+- :mod:`ftrag.merge_checks`  what survives a merge (NF4 vs full precision; teacher forcing)
+- :mod:`ftrag.behaviour_reports`  scoring replies for behaviour and facts, side-by-side tables
+- :mod:`ftrag.inject`     the "inject facts by fine-tuning" experiment
+- :mod:`ftrag.costs`      measured memory, adapter size and generation speed
 - :mod:`ftrag.systems`    the four systems compared in the course (base, RAG, fine-tuned, hybrid)
 - :mod:`ftrag.evaluate`   metrics shared by every lab
 - :mod:`ftrag.decide`     the executable decision table
@@ -15,6 +23,8 @@ The labs import from here; each module owns one concern:
 - :mod:`ftrag.plots`      every figure the book shows
 - :mod:`ftrag.results`    measured results saved by the labs and quoted by the chapters
 - :mod:`ftrag.harmless_messages`  known-harmless library messages, silenced where they arise
+- :mod:`ftrag.exercises`  the exercises' self-checks (:mod:`ftrag.exercise_data`: their made-up data)
+- :mod:`ftrag.lab_timings`  the labs' measured run times, for the instructor notes
 """
 import os as _os
 

@@ -10,9 +10,9 @@ A check never raises for a wrong or malformed *answer*; it says what is wrong wi
 in the book call the same checks and ``assert feedback.ok``, so a solution that stops being right
 breaks the build instead of rotting quietly.
 
-The module also has the small helpers the lab exercises need: the size of a LoRA adapter computed
-from the model's layer shapes without training it (:func:`lora_adapter_mb`), and the measured
-run time of each lab for the instructor notes (:func:`lab_timings`).
+What the exercises compute with lives elsewhere: the size of a LoRA adapter from the model's layer
+shapes in :mod:`ftrag.lora_targets`, the made-up article of the "teach RAG something new"
+exercises in :mod:`ftrag.exercise_data`, the labs' run times in :mod:`ftrag.lab_timings`.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Any
 
-from . import evaluate, memory, results
+from . import evaluate, memory
 from .decide import APPROACHES, QUESTION_TEXT, SCENARIOS, decide
 from .errors import CourseError
 from .prompts import ANSWER_KEYS, SIGN_OFF
@@ -248,37 +248,6 @@ def check_lora_params(d_in: int, d_out: int, rank: int, answer: Any) -> Feedback
     elif value == rank * rank:
         hint = "A and B are not r x r; one side of each is the layer's width."
     return _wrong(f"{value:,.0f} is not the LoRA parameter count of {layer}.", hint, expected)
-
-
-def lora_shapes(model, last_blocks: int | None = None) -> list[tuple[int, int]]:
-    """``(d_in, d_out)`` of every linear layer the course's QLoRA puts an adapter on.
-
-    The targets are :func:`ftrag.finetune.block_linears` (the linear layers inside the decoder
-    blocks; with ``last_blocks=N`` those of the last N blocks, as the profile's
-    ``training.adapted_blocks``); this needs the model object but no training and no GPU.
-    """
-    from .finetune import block_linears
-
-    return [(int(module.in_features), int(module.out_features))
-            for _, module in block_linears(model, last_blocks)]
-
-
-def lora_adapter_params(model_or_shapes, rank: int, *, last_blocks: int | None = None) -> int:
-    """Trainable parameters of a LoRA adapter of ``rank`` on a model (or on ``(d_in, d_out)`` shapes);
-    ``last_blocks`` as in :func:`lora_shapes`."""
-    shapes = (list(model_or_shapes) if not hasattr(model_or_shapes, "named_modules")
-              else lora_shapes(model_or_shapes, last_blocks))
-    if not shapes:
-        raise CourseError("No layers to put LoRA on: pass a model or a list of (d_in, d_out) shapes.")
-    return sum(memory.lora_params(d_in, d_out, rank) for d_in, d_out in shapes)
-
-
-def lora_adapter_mb(model_or_shapes, rank: int, *, bytes_per_param: int = 4,
-                    last_blocks: int | None = None) -> float:
-    """Expected size in MB (10**6 bytes, like :func:`ftrag.finetune.adapter_size_mb`) of the
-    adapter file: LoRA parameters x ``bytes_per_param`` (4: PEFT keeps and saves LoRA weights in
-    float32). The few kilobytes of file header are left out."""
-    return lora_adapter_params(model_or_shapes, rank, last_blocks=last_blocks) * bytes_per_param / 1e6
 
 
 def check_adapter_size(rank_small_mb: Any, rank_big_mb: Any, *,
@@ -720,7 +689,7 @@ def check_new_article_answer(reply_text: Any, expected_variants: str | Sequence[
 def check_label_mask(encoded: Mapping[str, Sequence[int]], eos_token_id: int) -> Feedback:
     """Is a training example masked so the model learns the reply and when to stop?
 
-    ``encoded`` has ``input_ids`` and ``labels`` (as :func:`ftrag.finetune.encode_example` returns).
+    ``encoded`` has ``input_ids`` and ``labels`` (as :func:`ftrag.encoding.encode_example` returns).
     Right: ``-100`` over the prompt, then the labels equal the input ids up to and including the
     final end-of-turn token (``eos_token_id``), which must *not* be masked even when pad = eos.
     """
@@ -747,73 +716,3 @@ def check_label_mask(encoded: Mapping[str, Sequence[int]], eos_token_id: int) ->
                       "Set the labels of the system prompt, context and question to -100.")
     return _right(f"{len(ids) - start} of {len(ids)} tokens are trained (the reply and its end-of-turn "
                   f"token); the {start} prompt tokens are masked.", len(ids) - start)
-
-
-# --------------------------------------------------------------------------- lab timings
-
-TIMING_KEYS = ("lab_00_setup_seconds", "lab_01_rag_seconds", "lab_02_qlora_seconds",
-               "lab_03_hybrid_seconds", "make_test_seconds")
-NOT_MEASURED = "not yet measured"
-
-
-def lab_timings() -> dict[str, float | None]:
-    """Measured run times (seconds) from ``_build/results/timings.json``; None where not measured.
-
-    A missing or unreadable file gives None for every key instead of an error, so a page that
-    quotes the timings still builds before anyone has measured them.
-    """
-    try:
-        record = results.load("timings")
-    except CourseError:
-        record = {}
-    if not isinstance(record, Mapping):
-        record = {}
-    out: dict[str, float | None] = {}
-    for key in TIMING_KEYS:
-        value = _number(record.get(key))
-        out[key] = value if value is not None and value >= 0 else None
-    return out
-
-
-def timings_context() -> str:
-    """Where and when the timings were measured (profile, machine, date, as far as the file says),
-    or an empty string when there is no file."""
-    try:
-        record = results.load("timings")
-    except CourseError:
-        return ""
-    if not isinstance(record, Mapping):
-        return ""
-    parts = [f"{record['_profile']} profile" if record.get("_profile") else "",
-             str(record.get("_machine", "")),
-             f"written {record['_saved']}" if record.get("_saved") else ""]
-    return ", ".join(p for p in parts if p)
-
-
-def format_duration(seconds: float | None) -> str:
-    """``"45 s"``, ``"3 min 20 s"``, ``"1 h 05 min"``; :data:`NOT_MEASURED` for None."""
-    if seconds is None:
-        return NOT_MEASURED
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    if seconds < 3600:
-        minutes, rest = divmod(seconds, 60)
-        return f"{minutes} min {rest:02d} s"
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours} h {rest // 60:02d} min"
-
-
-def orbit_article():
-    """A product the help centre does not have yet, for the "teach RAG something new" exercises."""
-    import datetime
-    from pathlib import Path
-
-    from .data import Article
-
-    return Article(
-        id="kb-orbit", title="Lumio Orbit floor lamp", category="products",
-        updated=datetime.date(2025, 3, 1), path=Path("exercise: kb-orbit"),
-        body="# Lumio Orbit floor lamp\n\nThe Lumio Orbit is our first floor lamp: a 150 cm stand with a rotating "
-             "ring of light at the top.\n\n## Key facts\n\n- Price: $149 in the US store.\n- Brightness: up to "
-             "2000 lumens.\n- Warranty: 2 years from the date of delivery.\n- Works with the Lumio app and the Hub.")

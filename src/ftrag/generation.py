@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 
 #: Bump when the way replies are generated changes (prompt encoding, decoding, stopping): it is part
-#: of every reply-cache tag (``ftrag.systems.base_generator``, ``ftrag.finetune.adapter_cache_tag``),
+#: of every reply-cache tag (``ftrag.systems.base_generator``, ``ftrag.adapters.adapter_cache_tag``),
 #: so replies stored by older code are not reused. ``ftrag.systems`` re-exports it.
 GENERATION_VERSION = "g1"
 #: A batch shares its common prefix only when it is at least this long (shorter: not worth a pass).

@@ -131,7 +131,7 @@ def predict_qlora_memory(arch: Mapping[str, Any], training, *, batch: int | None
 
 
 def merged_weight_bytes(arch: Mapping[str, Any]) -> float:
-    """The 16-bit weights of the whole model: what ``finetune.load_tuned`` holds on the GPU to merge
+    """The 16-bit weights of the whole model: what ``adapters.load_tuned`` holds on the GPU to merge
     an adapter (the labs generate with the merged model)."""
     shapes = _linear_shapes(arch)
     layers, h = arch["num_hidden_layers"], arch["hidden_size"]
@@ -238,7 +238,7 @@ def random_batch(vocab_size: int, rows: int, seq_len: int, reply_tokens: int, *,
     supervised, the rest masked as prompt."""
     import torch
 
-    from .finetune import IGNORE_INDEX
+    from .encoding import IGNORE_INDEX
 
     gen = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, vocab_size, (rows, seq_len), generator=gen)
@@ -255,7 +255,7 @@ def time_training_steps(model, batch: Mapping[str, Any], *, steps: int, learning
     a warm-up and not timed; returns seconds per step, tokens per second and the last loss."""
     import torch
 
-    from .finetune import reply_only_loss
+    from .cpu_speedups import reply_only_loss
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate)

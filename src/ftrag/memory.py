@@ -8,7 +8,7 @@ enough to plan hardware with. The assumptions, stated once:
   also stores a quantisation constant (see :func:`nf4_bits_per_param`), and only the linear
   layers of the decoder blocks are quantised; the embedding matrix, the output head and the norms
   keep the precision the model was loaded in (float32 on the cpu profile, where SmolLM2-135M's
-  embeddings alone are a fifth of the parameters; see ``finetune.memory_comparison``).
+  embeddings alone are a fifth of the parameters; see ``costs.memory_comparison``).
 * **Training** memory (:func:`training_memory`) counts the weights, the gradients and the AdamW
   optimiser state, the way the ZeRO paper (Rajbhandari et al., 2020) counts "model states":
   mixed-precision full fine-tuning needs 2 bytes (16-bit weights) + 2 (16-bit gradients) + 4

@@ -132,7 +132,7 @@ def comparison_bars(comparison, *, title: str | None = None):
 
 def qlora_memory(rows: Sequence[dict]):
     """Weight memory in MB: measured bars next to the ``n_params * bits / 8`` formula bars
-    (rows from :func:`ftrag.finetune.memory_comparison`)."""
+    (rows from :func:`ftrag.costs.memory_comparison`)."""
     fig, ax = _fig(7.2, 3.6)
     colors = {"formula": "#c8c8c8", "measured": "#4c72b0"}
     labels = [f"{r['weights']}\n({r['kind']})" for r in rows]
@@ -149,7 +149,7 @@ def qlora_memory(rows: Sequence[dict]):
 
 def qlora_loss_curve(run):
     """Training loss per step and validation loss every ``eval_every`` steps of a QLoRA run
-    (a :class:`ftrag.finetune.TrainResult`)."""
+    (a :class:`ftrag.training.TrainResult`)."""
     fig, ax = _fig()
     if run.train_losses:
         steps, losses = zip(*run.train_losses)

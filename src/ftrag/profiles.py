@@ -54,10 +54,10 @@ class TrainingSettings:
     gradient_checkpointing: bool = True
     train_examples: int | None = None  # None = the whole training file
     # Adapters on the last N decoder blocks only (None = all blocks). The backward pass then stops at
-    # the lowest adapted block: a CPU speed-up, see finetune.adapted_blocks.
+    # the lowest adapted block: a CPU speed-up, see lora_targets.adapted_blocks.
     adapted_blocks: int | None = None
     # Pack each micro-batch into one row that reads the shared system prompt once
-    # (finetune.pack_shared_prefix): the same loss and gradients as a padded batch, fewer tokens.
+    # (cpu_speedups.pack_shared_prefix): the same loss and gradients as a padded batch, fewer tokens.
     share_prompt_prefix: bool = False
 
 
@@ -360,26 +360,30 @@ def bnb_config(profile: Profile):
                               bnb_4bit_compute_dtype=compute_dtype(profile))
 
 
-def load_model(profile: Profile, *, quantized: bool | None = None):
+def load_model(profile: Profile, *, quantized: bool | None = None, quantization_config=None):
     """Load the profile's causal LM for inference, in eval mode.
 
     ``quantized=None`` follows the profile (cpu: full float32; gpu: 4-bit NF4). ``True`` loads NF4
     (on CPU too: bitsandbytes runs 4-bit there, slowly), ``False`` full precision. On the cpu
     profile the NF4 model comes from :func:`ensure_nf4_checkpoint`, quantised once and cached.
+    ``quantization_config`` (a ``BitsAndBytesConfig``) loads 4-bit with that config instead of
+    :func:`bnb_config` (the cpu profile caches one checkpoint per config).
     """
     from transformers import AutoModelForCausalLM
 
+    if quantization_config is not None:
+        quantized = True
     quantized = profile.quantize_for_inference if quantized is None else quantized
     if profile.loads_model_id:
         load_tokenizer(profile)  # a model without a chat template stops here, before its weights download
     if quantized and not profile.loads_model_id:
-        source = ensure_nf4_checkpoint(profile)
+        source = ensure_nf4_checkpoint(profile, quantization_config)
         model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(str(source), device_map="cpu"),
                                profile, folder=source, redo="quantise the model again")
         return model.eval()
     kwargs: dict[str, Any] = {"device_map": profile.device}
     if quantized:
-        kwargs["quantization_config"] = bnb_config(profile)
+        kwargs["quantization_config"] = quantization_config or bnb_config(profile)
     else:
         kwargs["dtype"] = compute_dtype(profile)
     model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(model_source(profile), **kwargs), profile)
@@ -387,17 +391,17 @@ def load_model(profile: Profile, *, quantized: bool | None = None):
     return model
 
 
-def nf4_checkpoint_dir(profile: Profile) -> Path:
-    """Where the cpu profile's NF4 checkpoint is cached: one folder per quantisation config and
-    bitsandbytes version (both decide the packed weights and their format)."""
+def nf4_checkpoint_dir(profile: Profile, quantization_config=None) -> Path:
+    """Where the cpu profile's NF4 checkpoint is cached: one folder per quantisation config
+    (default :func:`bnb_config`) and bitsandbytes version (both decide the packed weights and their format)."""
     from importlib.metadata import version
 
-    config = bnb_config(profile).to_dict()
+    config = (quantization_config or bnb_config(profile)).to_dict()
     key = hashlib.sha256(json.dumps([config, version("bitsandbytes")], sort_keys=True, default=str).encode())
     return converted_checkpoint_dir().with_name(f"{converted_checkpoint_dir().name}-nf4-{key.hexdigest()[:12]}")
 
 
-def ensure_nf4_checkpoint(profile: Profile) -> Path:
+def ensure_nf4_checkpoint(profile: Profile, quantization_config=None) -> Path:
     """The cpu profile's base quantised to 4-bit NF4, saved once and then loaded as it is.
 
     bitsandbytes quantises on a CPU with plain PyTorch ops: 8-20 s for the 135M model on 2 cores,
@@ -409,11 +413,12 @@ def ensure_nf4_checkpoint(profile: Profile) -> Path:
         from transformers import AutoModelForCausalLM
 
         model = _friendly_load(lambda: AutoModelForCausalLM.from_pretrained(
-            model_source(profile), device_map="cpu", quantization_config=bnb_config(profile)), profile)
+            model_source(profile), device_map="cpu", quantization_config=quantization_config or bnb_config(profile)),
+            profile)
         model.save_pretrained(folder)
         return {"source": str(converted_checkpoint_dir())}
 
-    return _build_once(nf4_checkpoint_dir(profile), quantise)
+    return _build_once(nf4_checkpoint_dir(profile, quantization_config), quantise)
 
 
 def load_embedder(profile: Profile):

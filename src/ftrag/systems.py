@@ -100,13 +100,14 @@ def base_generator(profile, model=None, tokenizer=None) -> Generator:
 
 def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
     """A Generator over the profile's full-precision base with the adapter merged in
-    (:func:`ftrag.finetune.load_tuned`); its reply cache is keyed by the adapter's weights, so every
+    (:func:`ftrag.adapters.load_tuned`); its reply cache is keyed by the adapter's weights, so every
     lab and benchmark that asks the same adapter the same prompt reuses the reply."""
-    from . import finetune, profiles
+    from . import adapters, profiles
 
     tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
-    return Generator(finetune.load_tuned(profile, adapter_dir), tokenizer, max_new_tokens=profile.max_new_tokens,
-                     batch_size=profile.generation_batch_size, cache_tag=finetune.adapter_cache_tag(profile, adapter_dir))
+    return Generator(adapters.load_tuned(profile, adapter_dir), tokenizer, max_new_tokens=profile.max_new_tokens,
+                     batch_size=profile.generation_batch_size,
+                     cache_tag=adapters.adapter_cache_tag(profile, adapter_dir))
 
 
 def constrained_generator(profile, model=None, tokenizer=None, **limits):
