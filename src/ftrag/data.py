@@ -35,6 +35,9 @@ from .prompts import SYSTEM_PROMPT
 CATEGORIES = (
     "plans-pricing", "shipping-returns", "account-security", "troubleshooting", "policies", "products",
 )
+#: The stores an article can be limited to (front matter ``regions: eu, uk``); no ``regions`` line
+#: means the article applies to every customer.
+REGIONS = ("us", "eu", "uk", "international")
 CHAT_ROLES = ("system", "user", "assistant")
 CHAT_KINDS = ("grounded", "handoff", "chitchat")
 FINETUNE_SPLITS = ("train", "val")
@@ -60,6 +63,8 @@ class Article:
     updated: dt.date
     body: str
     path: Path = field(compare=False, repr=False)
+    #: the stores (:data:`REGIONS`) whose customers the article applies to; empty: every customer
+    regions: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -394,9 +399,9 @@ def _parse_article(path: Path, *, is_update: bool) -> Article:
         meta[key] = (value, i + 1)
     required = ("id", "title", "category", "updated") + (("change",) if is_update else ())
     for key in meta:
-        if key not in required:
+        if key not in required and key != "regions":
             fix = ("'change' is only allowed in data/kb_updates" if key == "change"
-                   else f"allowed keys: {', '.join(required)}")
+                   else f"allowed keys: {', '.join(required)}, regions")
             raise _error(path, meta[key][1], f"unknown front matter key {key!r}", fix)
     for key in required:
         if key not in meta:
@@ -420,10 +425,20 @@ def _parse_article(path: Path, *, is_update: bool) -> Article:
         updated = dt.date.fromisoformat(date_text)
     except ValueError:
         raise _error(path, date_line, f"bad date {date_text!r}", "write the date as YYYY-MM-DD") from None
+    regions: tuple[str, ...] = ()
+    if "regions" in meta:
+        text_regions, regions_line = meta["regions"]
+        regions = tuple(r.strip() for r in text_regions.split(","))
+        unknown = [r for r in regions if r not in REGIONS]
+        if not text_regions or unknown or len(set(regions)) != len(regions):
+            raise _error(path, regions_line, f"bad regions {text_regions!r}",
+                         f"list distinct stores from {', '.join(REGIONS)}, comma-separated (e.g. 'regions: eu, uk'), "
+                         "or drop the line for an article that applies to every customer")
     body = "\n".join(lines[end + 1:]).strip()
     if not body:
         raise _error(path, end + 2, "empty body", "write the article text below the closing '---'")
-    common = dict(id=art_id, title=meta["title"][0], category=category, updated=updated, body=body, path=path)
+    common = dict(id=art_id, title=meta["title"][0], category=category, updated=updated, body=body, path=path,
+                  regions=regions)
     if is_update:
         return ArticleUpdate(**common, change=meta["change"][0])
     return Article(**common)
