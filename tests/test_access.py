@@ -78,3 +78,16 @@ def test_bad_regions_line_names_the_file_and_line(tmp_path):
                     "# T\n\nSome text.\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"kb-test.md:6: bad regions 'eu, mars' \(list distinct stores from us, eu, uk"):
         data.load_kb(tmp_path)
+
+
+def test_regions_leave_the_embedded_and_prompt_text_as_it_was(course):
+    """The metadata is kept out of both texts, so chunking, embeddings and prompts do not move."""
+    import dataclasses
+
+    plain = [dataclasses.replace(a, regions=()) for a in course.kb]
+    with_regions, without = rag.chunk(course.kb), rag.chunk(plain)
+    assert [n.node_id for n in with_regions] == [n.node_id for n in without]
+    for mode in ("embed", "llm"):
+        assert [n.get_content(metadata_mode=mode) for n in with_regions] == \
+            [n.get_content(metadata_mode=mode) for n in without]
+    assert {tuple(n.metadata["regions"]) for n in with_regions} >= {("all",), ("eu", "uk"), ("us",)}
