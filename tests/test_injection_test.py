@@ -76,6 +76,12 @@ def test_compare_asks_every_system_the_same_questions(hashing_embedder):
     assert rag[1] < rag[0] <= rag[2]
     test = result.paired("rag", "base")
     assert (test.a_only, test.b_only) == (sum(own), 0) and test.p_value < 1e-6
+    assert result.verdict("rag", "base").startswith("the 95% intervals of rag (")
+    assert "do not overlap: rag answered more of the same 42 questions right" in result.verdict("rag", "base")
+    same = injection_test.compare({"a": systems.System("a", Reader("Firefly")),
+                                   "b": systems.System("b", Reader("Pixel"))}, questions)   # 14 right each
+    assert same.verdict("a", "b").endswith(" overlap, so on 42 questions the intervals alone do not separate them "
+                                           "(14 questions only a got right and 14 only b got right, McNemar p = 1)")
     table = result.table()
     assert list(table.index) == ["base", "rag"] and table.loc["base", "own fact retrieved"] == "n/a"
 

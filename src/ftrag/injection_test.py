@@ -91,6 +91,21 @@ class InjectionComparison:
 
         return paired(self.scores[a], self.scores[b])
 
+    def verdict(self, a: str, b: str) -> str:
+        """One sentence on ``a`` against ``b`` that follows the numbers: whether their 95% intervals
+        overlap, and McNemar's paired test on the same questions (so a page can quote it whatever
+        the measurement shows)."""
+        (acc_a, lo_a, hi_a), (acc_b, lo_b, hi_b) = self.rate(a), self.rate(b)
+        test = self.paired(a, b)
+        paired = (f"{test.a_only} questions only {a} got right and {test.b_only} only {b} got right, "
+                  f"McNemar p = {test.p_value:.2g}")
+        if lo_a <= hi_b and lo_b <= hi_a:
+            return (f"the 95% intervals of {a} ({lo_a:.2f}-{hi_a:.2f}) and {b} ({lo_b:.2f}-{hi_b:.2f}) overlap, "
+                    f"so on {self.n_questions} questions the intervals alone do not separate them ({paired})")
+        ahead = a if acc_a > acc_b else b
+        return (f"the 95% intervals of {a} ({lo_a:.2f}-{hi_a:.2f}) and {b} ({lo_b:.2f}-{hi_b:.2f}) do not overlap: "
+                f"{ahead} answered more of the same {self.n_questions} questions right ({paired})")
+
     def table(self):
         """One row per system: questions, accuracy with its interval, confident-and-wrong share,
         and for retrieval how often the question's own fact was retrieved."""
