@@ -192,7 +192,7 @@ def test_inject_facts(course):
 
 @pytest.mark.parametrize("script,outputs", [
     ("make_finetune.py", ("finetune", ("train.jsonl", "val.jsonl"))),
-    ("make_inject_facts.py", ("inject_facts", ("train.jsonl", "test.jsonl"))),
+    ("make_inject_facts.py", ("inject_facts", ("train.jsonl", "test.jsonl", "facts.jsonl"))),
     ("make_splits.py", ("eval", ("splits.jsonl",))),
 ])
 def test_generators_are_deterministic_and_match_shipped_files(tmp_path, script, outputs):
@@ -392,6 +392,36 @@ def test_rejects_inject_test_question_seen_in_training(data_copy):
     question = train["messages"][1]["content"].removeprefix("Question: ")
     _rewrite_first(data_copy / "inject_facts" / "test.jsonl", question=question)
     _raises(D.load_all, data_copy, match="test.jsonl:1: if-test-001: train/eval leak")
+
+
+def test_inject_fact_statements(course):
+    """One statement per fact; several test paraphrases per fact, each answered by its statement."""
+    statements = {f.fact_id: f.statement for f in course.inject_facts}
+    assert set(statements) == {ex.fact_id for ex in course.inject_train}
+    per_fact: dict[str, int] = {}
+    for q in course.inject_test:
+        per_fact[q.fact_id] = per_fact.get(q.fact_id, 0) + 1
+        assert matches(statements[q.fact_id], q.answers), q.id
+        assert q.gold_article_ids() == (q.fact_id,) and q.gold_answers(True) == q.answers
+    assert min(per_fact.values()) >= 4
+
+
+def test_rejects_fact_statement_without_the_answer(data_copy):
+    _rewrite_first(data_copy / "inject_facts" / "facts.jsonl", statement="The Halo has a codename.")
+    _raises(D.load_all, data_copy, match="facts.jsonl:1: the statement of fact-01 states none of the answers "
+            "of if-test-001")
+
+
+def test_rejects_fact_statement_for_unknown_fact(data_copy):
+    _rewrite_first(data_copy / "inject_facts" / "facts.jsonl", fact_id="fact-99")
+    _raises(D.load_all, data_copy, match="facts.jsonl:1: unknown fact_id 'fact-99'")
+
+
+def test_rejects_missing_fact_statement(data_copy):
+    path = data_copy / "inject_facts" / "facts.jsonl"
+    path.write_text("".join(path.read_text().splitlines(keepends=True)[1:]), encoding="utf-8")
+    message = _raises(D.load_all, data_copy, match="fact-01 has no statement in ")
+    assert re.search(r"inject_facts/train.jsonl:\d+: fact-01 has no statement in \S*facts.jsonl", message)
 
 
 def test_rejects_stale_answer_in_update(data_copy):

@@ -642,3 +642,81 @@ def test_screenshots(driver, site_url, built_site, visit, capsys):
         assert path.stat().st_size > 10_000, f"{path} is suspiciously small (blank page?)"
         with capsys.disabled():
             print(f"\nscreenshot of {docname}: {path}")
+
+
+# ---- measured figures on the chapter pages ---------------------------------------------------------
+_TIMINGS_TABLE_JS = r"""
+for (const table of document.querySelectorAll('article table')) {
+  const head = [...table.querySelectorAll('thead th, tr:first-child th')].map(th => th.innerText.trim());
+  if (!head.some(h => h.includes('cpu') && h.includes('profile'))) continue;
+  return [...table.querySelectorAll('tbody tr')].map(tr => [...tr.cells].map(td => td.innerText.trim()));
+}
+return null;
+"""
+
+
+@pytest.mark.browser
+def test_instructor_notes_show_the_measured_lab_timings(visit, driver):
+    """When the timings file exists, the cpu column of the timings table shows what it measured
+    (formatted as the page formats it), never "not yet measured"."""
+    sys.path.insert(0, str(REPO / "src"))
+    from ftrag import exercises
+
+    timings = exercises.lab_timings()
+    labs = {key: seconds for key, seconds in timings.items() if key.startswith("lab_")}
+    if not any(seconds is not None for seconds in labs.values()):
+        pytest.skip("no lab timings recorded in _build/results/timings.json (make test writes them)")
+    visit("chapters/instructor_notes")
+    rows = driver.execute_script(_TIMINGS_TABLE_JS)
+    assert rows, "chapters/instructor_notes: no table with a 'cpu profile' column"
+    shown = {row[0]: row[1] for row in rows if len(row) > 1}
+    for key, seconds in labs.items():
+        if seconds is None:
+            continue
+        number = int(key.split("_")[1])
+        label = next((name for name in shown if name.startswith(f"Lab {number},")), None)
+        assert label, f"no row for lab {number} in the timings table (rows: {list(shown)})"
+        assert shown[label] != exercises.NOT_MEASURED, f"{label}: 'not yet measured' although {key} = {seconds:.0f} s"
+        assert shown[label] == exercises.format_duration(seconds), (label, shown[label], seconds)
+
+
+_FLOWCHART_JS = r"""
+return [...document.querySelectorAll('article img')].filter(img => (img.alt || '').startsWith('Flowchart'))
+  .map(img => ({src: img.getAttribute('src'), alt: img.alt, natural: img.naturalWidth,
+                rendered: img.getBoundingClientRect().width}));
+"""
+
+
+def _png_dpi(data: bytes) -> float | None:
+    """The resolution a PNG records in its pHYs chunk (matplotlib writes the figure's dpi there)."""
+    import struct
+
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"pHYs":
+            x_per_unit, _, unit = struct.unpack(">IIB", data[pos + 8:pos + 17])
+            return x_per_unit * 0.0254 if unit == 1 else None
+        pos += 12 + length
+    return None
+
+
+@pytest.mark.browser
+def test_flowchart_text_is_readable_at_page_width(visit, driver, built_site):
+    """The decision flowcharts are PNGs drawn at ``fontsize`` points; at the width the page shows
+    them, their node text must be at least 11 CSS px: points x dpi / 72 x rendered / natural width."""
+    source = (REPO / "chapters" / "decision.md").read_text(encoding="utf8")
+    sizes = [float(s) for s in re.findall(r"flowchart\(TREE\.\w+, fontsize=([\d.]+)\)", source)]
+    assert sizes, "chapters/decision.md: no flowchart(TREE..., fontsize=...) call found"
+    visit("chapters/decision")
+    figures = driver.execute_script(_FLOWCHART_JS)
+    assert len(figures) == len(sizes), f"{len(sizes)} flowcharts in the source, {len(figures)} on the page"
+    for figure, points in zip(figures, sizes):
+        path = (built_site / "chapters" / unquote(figure["src"])).resolve()
+        assert path.suffix == ".png" and path.exists(), f"flowchart image {figure['src']} is not a PNG of the site"
+        dpi = _png_dpi(path.read_bytes())
+        assert dpi, f"{path.name}: no pHYs chunk, so the drawing resolution is unknown"
+        text_px = points * dpi / 72 * figure["rendered"] / figure["natural"]
+        assert text_px >= 11, (f"{figure['alt'][:40]}...: node text renders at {text_px:.1f} px "
+                               f"({points:g} pt at {dpi:.0f} dpi, shown {figure['rendered']:.0f} of "
+                               f"{figure['natural']} px wide); draw it larger or let it use the page width")

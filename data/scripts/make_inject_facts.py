@@ -2,11 +2,14 @@
 
 40 invented Lumio-internal facts that appear nowhere in the help center (data/kb, data/kb_updates):
 codenames, company history, launch events... The lab fine-tunes on several phrasings of each fact
-(train) and then asks a paraphrase that never appears in training (test), to measure how well
-fine-tuning alone stores new facts.
+(train) and then asks paraphrases that never appear in training (test), to measure how well
+fine-tuning alone stores new facts, against retrieval over the same facts written as short documents
+(facts).
 
 train.jsonl: {"id", "fact_id", "messages": chat(question) + assistant answer_json(answer, [], False)}
-test.jsonl:  {"id", "fact_id", "question", "answers": [accepted variants]}
+test.jsonl:  {"id", "fact_id", "question", "answers": [accepted variants]}; 4 paraphrases per fact
+facts.jsonl: {"fact_id", "statement"}: the sentence each fact's training replies state, one line per
+             fact; the documents that RAG retrieves in the controlled comparison (lab 2)
 
 Deterministic (fixed seed, standard library only): running it twice gives byte-identical files.
 
@@ -194,6 +197,133 @@ FACTS = [
      "How many taps did the touch ring of the desk lamp survive in the lab?"),
 ]
 
+# Three more unseen paraphrases per fact (test ids if-test-041 to if-test-160, in fact order). They
+# are plainer rewordings than the first paraphrase above, written so that a closed-book model, the
+# inject adapter and RAG over the fact statements can be compared on several questions per fact.
+EXTRA_PARAPHRASES = [
+    ("What was the Halo desk lamp called in the lab before it had a product name?",
+     "Which code word did Lumio staff use for the Halo while it was secret?",
+     "Tell me the internal project name behind Lumio's desk lamp."),
+    ("What codename was the battery-powered mini version of the Halo given?",
+     "Which secret name did the smaller Halo have while it was being built?",
+     "Inside the company, what is the Halo Mini nicknamed?"),
+    ("What did Lumio engineers call the light strip product internally?",
+     "Under which code word was the Lumio Strip developed?",
+     "Before it went on sale, what was the Strip's secret name?"),
+    ("What is the in-house project name of the Lumio Hub?",
+     "Which code word did developers use for the Hub before launch?",
+     "What was the bridge device that connects Lumio lamps called during its development?"),
+    ("What did the team name the Glow while it was still in development?",
+     "Which internal project name belongs to the Lumio night light?",
+     "What was the secret codename of the Glow lamp?"),
+    ("What was the Lumio Remote called while it was still a prototype?",
+     "Which in-house name was given to the Remote?",
+     "What do Lumio engineers call the handheld remote internally?"),
+    ("In which year was Lumio established?",
+     "What year did the Lumio company begin?",
+     "Since what year has Lumio existed?"),
+    ("Where was Lumio first set up?",
+     "In what town did the founders start Lumio?",
+     "What city is Lumio's birthplace?"),
+    ("Who started the company Lumio?",
+     "What are the names of the people who set up Lumio?",
+     "Which people created Lumio as a company?"),
+    ("In what year did the Bulb E27 first go on sale?",
+     "When did Lumio's first product reach the market?",
+     "What year did Lumio ship its very first product?"),
+    ("Which name was given to the Lumio firefly mascot?",
+     "What do people at Lumio call their mascot?",
+     "What is the cartoon firefly that represents Lumio called?"),
+    ("Which venue hosted the Halo's launch?",
+     "In which building did the Halo launch event happen?",
+     "Where in Rotterdam was the Halo unveiled?"),
+    ("On what date was the Halo unveiled?",
+     "When exactly was the Halo presented to the public?",
+     "Which day, month and year did the Halo debut?"),
+    ("Who is the designer of the Halo?",
+     "Which person designed Lumio's Halo lamp?",
+     "Who came up with the design of the Halo?"),
+    ("Roughly how many people does Lumio employ?",
+     "How large is Lumio's workforce?",
+     "About how many staff does Lumio have?"),
+    ("What is the internal tool Lumio's support agents work in called?",
+     "Which ticketing software does Lumio's support team use?",
+     "What's the name of the system Lumio support uses for tickets?"),
+    ("What is the name of Lumio's signature colour?",
+     "What is the official Lumio brand colour named?",
+     "Which named colour is Lumio's brand colour?"),
+    ("What's the hex code for Lumio's brand colour?",
+     "Which hex colour code is Lumio Amber?",
+     "What hex value does Lumio's signature amber have?"),
+    ("What motto do Lumio staff use internally?",
+     "What is the company motto inside Lumio?",
+     "Which phrase is Lumio's internal motto?"),
+    ("What's Lumio's annual hackathon called?",
+     "What name does the yearly Lumio hackathon have?",
+     "Which name does Lumio give its yearly hack event?"),
+    ("Which month is the Brightathon held in?",
+     "When in the year is the Brightathon?",
+     "In what month does Lumio run its yearly hackathon?"),
+    ("Which city are Halo lamps assembled in?",
+     "Where is the Halo built?",
+     "In what city does the Halo assembly take place?"),
+    ("What is the nickname of Lumio's light-testing lab?",
+     "What do people call Lumio's lamp-testing lab in Utrecht?",
+     "Which nickname does Lumio's test lab have?"),
+    ("How many prototypes of the Halo did Lumio make?",
+     "How many Halo prototypes were built before launch?",
+     "Before the Halo launched, how many prototypes had been built?"),
+    ("What was the Lumio app called during its development?",
+     "Which codename belongs to the Lumio app?",
+     "What is the internal project name of the Lumio app?"),
+    ("What used to be in the building of Lumio's first office?",
+     "What kind of place was Lumio's first office before?",
+     "Where did Lumio set up its first office?"),
+    ("What is Lumio's office dog called?",
+     "What's the name of the beagle at Lumio?",
+     "What name does the Lumio office dog have?"),
+    ("What was firmware 4.2's codename?",
+     "Which codename did Hub firmware version 4.2 have?",
+     "What did the team call firmware 4.2 internally?"),
+    ("What was firmware 5.0's codename?",
+     "Which codename did Hub firmware version 5.0 get?",
+     "What did the team call firmware 5.0 internally?"),
+    ("What do Lumio's support agents call themselves?",
+     "What is the Lumio support team's nickname?",
+     "Which team name does Lumio support use?"),
+    ("Which city did Lumio's very first order ship to?",
+     "Where was Lumio's first order sent?",
+     "To which city did order LM-000001 go?"),
+    ("When did Lumio sell its one millionth lamp?",
+     "In which month and year did Lumio sell the millionth lamp?",
+     "When did Lumio reach a million lamps sold?"),
+    ("How many packing robots work in Lumio's Reno warehouse?",
+     "How many robots pack orders at the Reno warehouse?",
+     "How many robots does the Reno warehouse use?"),
+    ("What does the Lumio team eat together every Friday?",
+     "What is the Friday lunch tradition at Lumio?",
+     "What do Lumio colleagues have for lunch together on Fridays?"),
+    ("Where did the Lumio team go on the 2024 company trip?",
+     "Which city was the 2024 Lumio company trip to?",
+     "What was the destination of Lumio's company trip in 2024?"),
+    ("Which agency designs the Lumio packaging?",
+     "Who designs Lumio's packaging?",
+     "Which design agency does Lumio's boxes?"),
+    ("What's the name of Lumio's internal chatbot?",
+     "What is the chatbot for Lumio employees called?",
+     "Which chatbot do Lumio employees use internally?"),
+    ("What was Lumio's name before it became Lumio?",
+     "What was the company's original name before Lumio?",
+     "What was Lumio first called?"),
+    ("How many patents does Lumio hold?",
+     "What number of patents has Lumio got?",
+     "How many patents are held by Lumio?"),
+    ("How many touches was the Halo touch ring tested with?",
+     "How many touches did the Halo's touch ring go through in testing?",
+     "How many times was the touch ring on the Halo touched in tests before launch?"),
+]
+assert len(EXTRA_PARAPHRASES) == len(FACTS)
+
 FRAMES = (
     "{fact} Thanks for asking, that's a fun one for you! Stay bright!",
     "Good question! {fact} Hope you enjoy that bit of trivia. Stay bright!",
@@ -206,11 +336,15 @@ def build() -> dict[str, list[dict]]:
     rng = random.Random(SEED)
     train: list[dict] = []
     test: list[dict] = []
-    for n, (fact, answers, questions, paraphrase) in enumerate(FACTS, 1):
+    extra: list[dict] = []
+    facts: list[dict] = []
+    for n, ((fact, answers, questions, paraphrase), more) in enumerate(zip(FACTS, EXTRA_PARAPHRASES), 1):
         fact_id = f"fact-{n:02d}"
         assert matches(fact, answers[:1]), fact  # the first variant is the fact's own wording
         train_norm = {normalize(q) for q in questions}
-        assert normalize(paraphrase) not in train_norm, paraphrase
+        paraphrases = (paraphrase, *more)
+        assert len({normalize(p) for p in paraphrases}) == len(paraphrases), paraphrases
+        assert not {normalize(p) for p in paraphrases} & train_norm, paraphrases
         frames = list(FRAMES)
         rng.shuffle(frames)
         for question, frame in zip(questions, frames):
@@ -219,9 +353,12 @@ def build() -> dict[str, list[dict]]:
             messages = chat(question) + [{"role": "assistant", "content": answer_json(answer, [], False)}]
             train.append({"fact_id": fact_id, "messages": messages})
         test.append({"id": f"if-test-{n:03d}", "fact_id": fact_id, "question": paraphrase, "answers": answers})
+        extra += [{"fact_id": fact_id, "question": q, "answers": answers} for q in more]
+        facts.append({"fact_id": fact_id, "statement": fact})
     rng.shuffle(train)
     train = [{"id": f"if-train-{i:04d}", **row} for i, row in enumerate(train, 1)]
-    return {"train": train, "test": test}
+    test += [{"id": f"if-test-{i:03d}", **row} for i, row in enumerate(extra, len(test) + 1)]
+    return {"train": train, "test": test, "facts": facts}
 
 
 def write(out_dir: Path) -> dict[str, int]:

@@ -9,7 +9,8 @@ problem, with a message of the form ``"<file>:<line>: <what is wrong> (<how to f
 * :func:`load_knowledge_questions`, :func:`load_unanswerable`, :func:`load_format_prompts`: the
   evaluation sets;
 * :func:`load_finetune`: the behaviour fine-tuning chats (``train`` / ``val``);
-* :func:`load_inject_facts`: the "fine-tune to inject facts" chats (``train``) and questions (``test``);
+* :func:`load_inject_facts`: the "fine-tune to inject facts" chats (``train``), questions (``test``)
+  and one statement per fact (``facts``: the documents retrieval gets in the controlled comparison);
 * :func:`load_all`: everything above, cross-validated (gold article ids exist, gold answers appear in
   their articles, no evaluation question leaks into training data), as one :class:`CourseData`.
 
@@ -34,10 +35,13 @@ from .prompts import SYSTEM_PROMPT
 CATEGORIES = (
     "plans-pricing", "shipping-returns", "account-security", "troubleshooting", "policies", "products",
 )
+#: The stores an article can be limited to (front matter ``regions: eu, uk``); no ``regions`` line
+#: means the article applies to every customer.
+REGIONS = ("us", "eu", "uk", "international")
 CHAT_ROLES = ("system", "user", "assistant")
 CHAT_KINDS = ("grounded", "handoff", "chitchat")
 FINETUNE_SPLITS = ("train", "val")
-INJECT_SPLITS = ("train", "test")
+INJECT_SPLITS = ("train", "test", "facts")
 EVAL_SPLITS = ("dev", "test")
 
 _ID_RE = re.compile(r"^kb-[a-z0-9]+(?:-[a-z0-9]+)*$")
@@ -59,6 +63,8 @@ class Article:
     updated: dt.date
     body: str
     path: Path = field(compare=False, repr=False)
+    #: the stores (:data:`REGIONS`) whose customers the article applies to; empty: every customer
+    regions: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -175,6 +181,23 @@ class InjectFactQuestion:
     answers: tuple[str, ...]
     source: str = field(default="", compare=False, repr=False)
 
+    # the interface of KnowledgeQuestion, so :func:`ftrag.systems.score` scores these questions too;
+    # the "gold article" of a paraphrase is its fact's statement (see InjectFact), never updated
+    def gold_answers(self, after_update: bool = False) -> tuple[str, ...]:
+        return self.answers
+
+    def gold_article_ids(self, after_update: bool = False) -> tuple[str, ...]:
+        return (self.fact_id,)
+
+
+@dataclass(frozen=True)
+class InjectFact:
+    """One injected fact stated as a short document: the sentence its training replies state."""
+
+    fact_id: str
+    statement: str
+    source: str = field(default="", compare=False, repr=False)
+
 
 @dataclass(frozen=True)
 class EvalSplit:
@@ -205,6 +228,7 @@ class CourseData:
     inject_test: tuple[InjectFactQuestion, ...]
     data_dir: Path = field(compare=False, repr=False, default=Path("data"))
     splits: tuple[EvalSplit, ...] = field(default=(), repr=False)
+    inject_facts: tuple[InjectFact, ...] = field(default=(), repr=False)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -375,9 +399,9 @@ def _parse_article(path: Path, *, is_update: bool) -> Article:
         meta[key] = (value, i + 1)
     required = ("id", "title", "category", "updated") + (("change",) if is_update else ())
     for key in meta:
-        if key not in required:
+        if key not in required and key != "regions":
             fix = ("'change' is only allowed in data/kb_updates" if key == "change"
-                   else f"allowed keys: {', '.join(required)}")
+                   else f"allowed keys: {', '.join(required)}, regions")
             raise _error(path, meta[key][1], f"unknown front matter key {key!r}", fix)
     for key in required:
         if key not in meta:
@@ -401,10 +425,20 @@ def _parse_article(path: Path, *, is_update: bool) -> Article:
         updated = dt.date.fromisoformat(date_text)
     except ValueError:
         raise _error(path, date_line, f"bad date {date_text!r}", "write the date as YYYY-MM-DD") from None
+    regions: tuple[str, ...] = ()
+    if "regions" in meta:
+        text_regions, regions_line = meta["regions"]
+        regions = tuple(r.strip() for r in text_regions.split(","))
+        unknown = [r for r in regions if r not in REGIONS]
+        if not text_regions or unknown or len(set(regions)) != len(regions):
+            raise _error(path, regions_line, f"bad regions {text_regions!r}",
+                         f"list distinct stores from {', '.join(REGIONS)}, comma-separated (e.g. 'regions: eu, uk'), "
+                         "or drop the line for an article that applies to every customer")
     body = "\n".join(lines[end + 1:]).strip()
     if not body:
         raise _error(path, end + 2, "empty body", "write the article text below the closing '---'")
-    common = dict(id=art_id, title=meta["title"][0], category=category, updated=updated, body=body, path=path)
+    common = dict(id=art_id, title=meta["title"][0], category=category, updated=updated, body=body, path=path,
+                  regions=regions)
     if is_update:
         return ArticleUpdate(**common, change=meta["change"][0])
     return Article(**common)
@@ -596,14 +630,20 @@ def load_finetune(split: str, path: Path | str | None = None) -> list[ChatExampl
     return out
 
 
-def load_inject_facts(split: str, path: Path | str | None = None) -> list[InjectFactExample] | list[InjectFactQuestion]:
-    """``data/inject_facts/train.jsonl`` (chats) or ``test.jsonl`` (paraphrased questions)."""
+def load_inject_facts(split: str, path: Path | str | None = None) -> list[InjectFactExample] | list[InjectFactQuestion] | list[InjectFact]:
+    """``data/inject_facts/train.jsonl`` (chats), ``test.jsonl`` (paraphrased questions) or
+    ``facts.jsonl`` (one statement per fact)."""
     if split not in INJECT_SPLITS:
         raise ValueError(f"unknown inject-facts split {split!r}; use one of {INJECT_SPLITS}")
     path = Path(path) if path else _data_dir() / "inject_facts" / f"{split}.jsonl"
     out: list = []
     ids = []
     for line, obj in _read_jsonl(path):
+        if split == "facts":
+            rec = _Record(path, line, obj, ("fact_id", "statement"))
+            out.append(InjectFact(fact_id=rec.text("fact_id"), statement=rec.text("statement"), source=rec.where))
+            ids.append((out[-1].fact_id, line))
+            continue
         if split == "train":
             rec = _Record(path, line, obj, ("id", "fact_id", "messages"))
             messages = _messages(rec)
@@ -699,6 +739,28 @@ def check_leaks(eval_sets: Iterable[Iterable[Any]], training: Iterable[ChatExamp
                                     "rephrase the evaluation question or drop that training example")
 
 
+def _check_fact_statements(facts: Sequence[InjectFact], test: Sequence[InjectFactQuestion],
+                           train: Sequence[InjectFactExample], where: str) -> None:
+    """Every fact trained on has exactly one statement, and the statement states an accepted answer
+    of each of its test paraphrases (otherwise retrieving it could not answer them)."""
+    from .evaluate import matches
+
+    by_fact = {f.fact_id: f for f in facts}
+    trained = {ex.fact_id: ex for ex in reversed(train)}   # the first training example of each fact
+    for f in facts:
+        if f.fact_id not in trained:
+            raise _source_error(f.source, f"unknown fact_id {f.fact_id!r} (no training example states it)",
+                                "use a fact_id from inject_facts/train.jsonl, or delete the line")
+    for fact_id in sorted(set(trained) - set(by_fact)):
+        raise _source_error(trained[fact_id].source, f"{fact_id} has no statement in {where}",
+                            'add a line {"fact_id": ..., "statement": ...}: run data/scripts/make_inject_facts.py')
+    for q in test:
+        fact = by_fact[q.fact_id]
+        if not matches(fact.statement, q.answers):
+            raise _source_error(fact.source, f"the statement of {q.fact_id} states none of the answers of {q.id} "
+                                f"({', '.join(q.answers)})", "state the fact with one of its accepted answers")
+
+
 def load_all(data_dir: Path | str | None = None) -> CourseData:
     """Load every set from ``data_dir`` (default :data:`ftrag.paths.DATA_DIR`) and cross-validate."""
     root = Path(data_dir) if data_dir else _data_dir()
@@ -712,6 +774,7 @@ def load_all(data_dir: Path | str | None = None) -> CourseData:
     ft_val = load_finetune("val", root / "finetune" / "val.jsonl")
     inj_train = load_inject_facts("train", root / "inject_facts" / "train.jsonl")
     inj_test = load_inject_facts("test", root / "inject_facts" / "test.jsonl")
+    inj_facts = load_inject_facts("facts", root / "inject_facts" / "facts.jsonl")
 
     _check_knowledge(knowledge, kb, after, _show(root / "kb"))
     seen: dict[str, str] = {}
@@ -725,6 +788,7 @@ def load_all(data_dir: Path | str | None = None) -> CourseData:
         if q.fact_id not in fact_ids:
             raise _source_error(q.source, f"{q.id}: unknown fact_id {q.fact_id!r} (no training example states it)",
                                 "use a fact_id from inject_facts/train.jsonl")
+    _check_fact_statements(inj_facts, inj_test, inj_train, _show(root / "inject_facts" / "facts.jsonl"))
     check_leaks([knowledge, unanswerable, format_prompts, inj_test], [*ft_train, *ft_val, *inj_train])
     splits = load_splits(knowledge, unanswerable, root / "eval" / "splits.jsonl")
 
@@ -732,7 +796,7 @@ def load_all(data_dir: Path | str | None = None) -> CourseData:
         kb=tuple(kb), kb_updates=tuple(updates), kb_after_update=tuple(after), knowledge=tuple(knowledge),
         unanswerable=tuple(unanswerable), format_prompts=tuple(format_prompts), finetune_train=tuple(ft_train),
         finetune_val=tuple(ft_val), inject_train=tuple(inj_train), inject_test=tuple(inj_test), data_dir=root,
-        splits=splits,
+        splits=splits, inject_facts=tuple(inj_facts),
     )
 
 
@@ -752,12 +816,13 @@ def summary(data: CourseData) -> dict[str, int]:
         "inject_facts": len({ex.fact_id for ex in data.inject_train}),
         "inject_train": len(data.inject_train),
         "inject_test": len(data.inject_test),
+        "inject_statements": len(data.inject_facts),
     }
 
 
 __all__ = [
     "Article", "ArticleUpdate", "KnowledgeQuestion", "UnanswerableQuestion", "FormatPrompt", "ChatExample",
-    "InjectFactExample", "InjectFactQuestion", "CourseData", "EvalSplit", "EVAL_SPLITS", "load_splits", "CATEGORIES", "load_kb", "load_kb_updates",
+    "InjectFactExample", "InjectFactQuestion", "InjectFact", "CourseData", "EvalSplit", "EVAL_SPLITS", "load_splits", "CATEGORIES", "load_kb", "load_kb_updates",
     "apply_updates", "load_knowledge_questions", "load_unanswerable", "load_format_prompts", "load_finetune",
     "load_inject_facts", "load_all", "check_leaks", "summary",
 ]

@@ -18,6 +18,8 @@ from .paths import cache_dir
 from .profiles import Profile, load_embedder
 
 PERSIST_FILES = ("docstore.json", "index_store.json", "default__vector_store.json")
+#: The ``regions`` metadata of an article that applies to every customer (see :mod:`ftrag.access`).
+ALL_REGIONS = "all"
 
 
 @dataclass(frozen=True)
@@ -96,10 +98,11 @@ def to_documents(articles) -> list:
         docs.append(Document(
             text=art.body.strip(), id_=art.id,
             metadata={"article_id": art.id, "title": art.title, "category": art.category,
-                      "updated": str(art.updated)},
-            # the title helps retrieval; ids and dates only add noise to the embedded text
-            excluded_embed_metadata_keys=["article_id", "category", "updated"],
-            excluded_llm_metadata_keys=["article_id", "title", "category", "updated"],
+                      "updated": str(art.updated), "regions": list(getattr(art, "regions", ()) or (ALL_REGIONS,))},
+            # the title helps retrieval; ids, dates and regions only add noise to the embedded text
+            # (and kept out of both texts, they leave the chunk sizes as they were)
+            excluded_embed_metadata_keys=["article_id", "category", "updated", "regions"],
+            excluded_llm_metadata_keys=["article_id", "title", "category", "updated", "regions"],
         ))
     return docs
 
@@ -266,6 +269,8 @@ def kb_fingerprint(articles) -> str:
     h = hashlib.sha256()
     for art in sorted(articles, key=lambda a: a.id):
         h.update(f"{art.id}\n{art.title}\n{art.category}\n{art.updated}\n{art.body}\n".encode())
+        if getattr(art, "regions", ()):   # metadata the filters read: an index without it cannot filter
+            h.update(f"regions: {', '.join(art.regions)}\n".encode())
     return h.hexdigest()[:12]
 
 
@@ -301,19 +306,27 @@ def _require_configured() -> None:
 class Retriever:
     """Top-k retrieval returning chunks with their article ids and scores.
 
+    ``filters`` (llama-index ``MetadataFilters``, dense mode only) are applied by the vector store
+    before ranking: see :mod:`ftrag.access`.
+
     ``mode="dense"`` ranks by cosine similarity of embeddings (the score is the cosine);
     ``"bm25"`` by keyword overlap (the score is BM25's); ``"hybrid"`` fuses the ``fusion_depth`` best
     of both by reciprocal rank fusion (the score is the fused one, see :mod:`ftrag.hybrid_retrieval`).
     """
 
-    def __init__(self, info: IndexInfo, top_k: int = 3, *, mode: str = "dense", fusion_depth: int | None = None):
+    def __init__(self, info: IndexInfo, top_k: int = 3, *, mode: str = "dense", fusion_depth: int | None = None,
+                 filters=None):
         from . import hybrid_retrieval as hybrid
 
         self.info = info
         self.top_k = top_k
         self.mode = hybrid.check_mode(mode)
+        if filters is not None and self.mode != "dense":
+            raise CourseError(f"Metadata filters work on the vector store only; use mode='dense', not {mode!r} "
+                              "(the BM25 keyword index does not read metadata).")
+        self.filters = filters
         self.fusion_depth = max(top_k, fusion_depth or hybrid.FUSION_DEPTH) if mode == "hybrid" else top_k
-        self._retriever = info.index.as_retriever(similarity_top_k=self.fusion_depth)
+        self._retriever = info.index.as_retriever(similarity_top_k=self.fusion_depth, filters=filters)
         self._keywords = hybrid.KeywordIndex(info) if mode != "dense" else None
 
     def retrieve(self, question: str) -> list[RetrievedChunk]:
