@@ -656,17 +656,18 @@ return null;
 
 
 @pytest.mark.browser
-def test_instructor_notes_show_the_measured_lab_timings(visit, driver):
+def test_instructor_notes_show_the_measured_lab_timings(visit, driver, site_url):
     """When the timings file exists, the cpu column of the timings table shows what it measured
     (formatted as the page formats it), never "not yet measured"."""
     sys.path.insert(0, str(REPO / "src"))
-    from ftrag import exercises
+    from ftrag import lab_timings
 
-    timings = exercises.lab_timings()
+    timings = lab_timings.lab_timings()
     labs = {key: seconds for key, seconds in timings.items() if key.startswith("lab_")}
     if not any(seconds is not None for seconds in labs.values()):
         pytest.skip("no lab timings recorded in _build/results/timings.json (make test writes them)")
     visit("chapters/instructor_notes")
+    driver.get(f"{site_url}/chapters/instructor_notes.html")   # visit() caches: it may not have navigated
     rows = driver.execute_script(_TIMINGS_TABLE_JS)
     assert rows, "chapters/instructor_notes: no table with a 'cpu profile' column"
     shown = {row[0]: row[1] for row in rows if len(row) > 1}
@@ -676,8 +677,8 @@ def test_instructor_notes_show_the_measured_lab_timings(visit, driver):
         number = int(key.split("_")[1])
         label = next((name for name in shown if name.startswith(f"Lab {number},")), None)
         assert label, f"no row for lab {number} in the timings table (rows: {list(shown)})"
-        assert shown[label] != exercises.NOT_MEASURED, f"{label}: 'not yet measured' although {key} = {seconds:.0f} s"
-        assert shown[label] == exercises.format_duration(seconds), (label, shown[label], seconds)
+        assert shown[label] != lab_timings.NOT_MEASURED, f"{label}: 'not yet measured' although {key} = {seconds:.0f} s"
+        assert shown[label] == lab_timings.format_duration(seconds), (label, shown[label], seconds)
 
 
 _FLOWCHART_JS = r"""
@@ -702,13 +703,14 @@ def _png_dpi(data: bytes) -> float | None:
 
 
 @pytest.mark.browser
-def test_flowchart_text_is_readable_at_page_width(visit, driver, built_site):
+def test_flowchart_text_is_readable_at_page_width(visit, driver, built_site, site_url):
     """The decision flowcharts are PNGs drawn at ``fontsize`` points; at the width the page shows
     them, their node text must be at least 11 CSS px: points x dpi / 72 x rendered / natural width."""
     source = (REPO / "chapters" / "decision.md").read_text(encoding="utf8")
     sizes = [float(s) for s in re.findall(r"flowchart\(TREE\.\w+, fontsize=([\d.]+)\)", source)]
     assert sizes, "chapters/decision.md: no flowchart(TREE..., fontsize=...) call found"
     visit("chapters/decision")
+    driver.get(f"{site_url}/chapters/decision.html")   # visit() caches: it may not have navigated
     figures = driver.execute_script(_FLOWCHART_JS)
     assert len(figures) == len(sizes), f"{len(sizes)} flowcharts in the source, {len(figures)} on the page"
     for figure, points in zip(figures, sizes):

@@ -383,7 +383,7 @@ def flowchart(tree: Question = TREE, *, fontsize: float = 8):
     depth = max(d for _, d in pos.values())
 
     scale = fontsize / 8  # boxes grow with the text
-    fig, ax = plt.subplots(figsize=(1.75 * scale * n_leaves, 1.35 * scale * (depth + 1)))
+    fig, ax = plt.subplots(figsize=(1.6 * scale * n_leaves, 1.35 * scale * (depth + 1)))
     ax.set_xlim(-0.6, n_leaves - 0.4)
     ax.set_ylim(-depth - 0.6, 0.6)
     ax.axis("off")
