@@ -37,8 +37,12 @@ def adapter_cache_tag(profile, adapter_dir: str | os.PathLike) -> str:
     return f"{profile.name}-adapter-{adapter_hash(adapter_dir)[:12]}-{GENERATION_VERSION}"
 
 
-def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
+def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True, on_nf4: bool = False):
     """The profile's base in full precision with the adapter on top, in eval mode.
+
+    ``on_nf4=True`` puts the adapter on the 4-bit NF4 base it was trained on instead (never merged:
+    merging into 4-bit weights would re-quantise the update), to compare serving on the
+    full-precision base with the base the adapter learned against.
 
     ``merge=True`` folds ``W + (alpha/r) B A`` into the weights (``merge_and_unload``) and returns a
     plain transformers model, as fast as the base. ``merge=False`` returns the ``PeftModel``.
@@ -49,9 +53,9 @@ def load_tuned(profile, adapter_dir: str | os.PathLike, *, merge: bool = True):
     from .harmless_messages import peft_old_name_warnings_dropped
 
     adapter_hash(adapter_dir)  # a clear error for a missing adapter
-    base = profiles.load_model(profile, quantized=False)
+    base = profiles.load_model(profile, quantized=on_nf4)
     with peft_old_name_warnings_dropped():  # peft uses transformers' old checkpointing names
         model = PeftModel.from_pretrained(base, str(adapter_dir)).eval()
-    if merge:
+    if merge and not on_nf4:
         model = model.merge_and_unload().eval()
     return model
