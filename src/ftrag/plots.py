@@ -123,6 +123,7 @@ def comparison_bars(comparison, *, title: str | None = None):
         ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
                label=name, color=SYSTEM_COLORS.get(name))
     ax.set_xticks(x, [METRIC_LABELS.get(m, m).replace(" ", "\n", 1) for m in RATE_METRICS], fontsize=8)
+    ax.set_yticks(np.linspace(0, 1, 6))  # a share: the headroom above 1 holds the legend
     ax.set(ylim=(0, 1.08 if len(names) <= 4 else 1.3), ylabel="share of questions",
            title=title or "Every system on the test split (error bars: 95% Wilson CI)")
     ax.legend(fontsize=8, ncol=min(len(names), 3), loc="upper center")
