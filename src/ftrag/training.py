@@ -463,6 +463,11 @@ def setup_changes(trainer, profile, train: Sequence[Any], val: Sequence[Any] | N
     expected = describe_setup(SimpleNamespace(model=model, args=args, data_collator=data_collator(profile, tok),
                                               train_dataset=train_set, eval_dataset=val_set))
     expected["trainer"] = "ReplyLossTrainer"
+    # Building TrainingArguments resets accelerate's process-wide state (transformers calls
+    # AcceleratorState._reset_state), which leaves the reader's Trainer unable to evaluate or train:
+    # give it a fresh Accelerator, as its own __init__ would.
+    if hasattr(trainer, "create_accelerator_and_postprocess"):
+        trainer.create_accelerator_and_postprocess()
     actual = describe_setup(trainer)
     return {part: value for part, value in actual.items() if value != expected[part]}
 
