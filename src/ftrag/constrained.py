@@ -88,8 +88,9 @@ class JsonConstraint:
         t0 = time.perf_counter()
         # compact separators and no free whitespace: the layout prompts.answer_json writes
         grammar = self._compiler.compile_json_schema(schema_json, any_whitespace=False, separators=(", ", ": "))
-        self.compile_seconds += time.perf_counter() - t0
-        self.seconds += time.perf_counter() - t0
+        elapsed = time.perf_counter() - t0
+        self.compile_seconds += elapsed
+        self.seconds += elapsed
         return grammar
 
     def schema_for(self, messages: Sequence[dict[str, str]]) -> dict:

@@ -81,19 +81,8 @@ def top_k_rows(name: str, generator, index, split, *, ks: Sequence[int] = TOP_K_
     from . import rag, systems
 
     questions = questions or split.knowledge
-    k_items = [(q.id, q.question) for q in split.knowledge]
-    u_items = [(q.id, q.question) for q in split.unanswerable]
-    rows = []
-    for k in ks:
-        system = systems.System(name, generator, rag.Retriever(index, top_k=k))
-        k_answers = system.ask(k_items, desc=f"{name} top-{k}: knowledge")
-        u_answers = system.ask(u_items, desc=f"{name} top-{k}: unanswerable")
-        summary = systems.score(name, k_answers, questions, u_answers).summary()
-        at_limit = [a.reply.new_tokens >= generator.max_new_tokens for a in (*k_answers, *u_answers)]
-        rows.append({"system": name, "top_k": k, "split": split.name, "n_knowledge": len(k_items),
-                     "n_unanswerable": len(u_items), "replies_at_token_limit": evaluate.mean(at_limit),
-                     **summary})
-    return rows
+    return [dev_rows(systems.System(name, generator, rag.Retriever(index, top_k=k)), split, questions, top_k=k)
+            for k in ks]
 
 
 def pick_top_k(rows: Sequence[dict], system: str) -> int:

@@ -88,14 +88,17 @@ class System:
                 for i, q, r, ctx, s in zip(ids, questions, replies, retrieved, seconds)]
 
 
-def base_generator(profile, model=None, tokenizer=None) -> Generator:
-    """A Generator over the profile's untouched model; its reply cache is shared by every lab."""
+def base_generator(profile, model=None, tokenizer=None, constraint=None) -> Generator:
+    """A Generator over the profile's untouched model; its reply cache is shared by every lab.
+    ``constraint`` (:class:`ftrag.constrained.JsonConstraint`) holds replies to the answer schema
+    while they are generated, with a cache of its own."""
     from . import profiles
 
     model = model if model is not None else profiles.load_model(profile)
     tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
-    return Generator(model, tokenizer, max_new_tokens=profile.max_new_tokens,
-                     batch_size=profile.generation_batch_size, cache_tag=f"{profile.name}-{profile.model_label}-base-{GENERATION_VERSION}")
+    tag = f"{profile.name}-{profile.model_label}-base-{GENERATION_VERSION}"
+    return Generator(model, tokenizer, max_new_tokens=profile.max_new_tokens, batch_size=profile.generation_batch_size,
+                     cache_tag=f"{tag}-{constraint.tag}" if constraint is not None else tag, constraint=constraint)
 
 
 def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
@@ -111,19 +114,15 @@ def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
 
 
 def constrained_generator(profile, model=None, tokenizer=None, **limits):
-    """A Generator over the profile's untouched model whose replies are held to the answer schema
-    while they are generated (:class:`ftrag.constrained.JsonConstraint`; ``limits``: its
-    ``max_answer_chars`` and ``max_sources``). ``generator.constraint`` keeps the measured
-    overhead."""
+    """:func:`base_generator` with its replies held to the answer schema while they are generated
+    (:class:`ftrag.constrained.JsonConstraint`; ``limits``: its ``max_answer_chars`` and
+    ``max_sources``). ``generator.constraint`` keeps the measured overhead."""
     from . import profiles
     from .constrained import JsonConstraint
 
     model = model if model is not None else profiles.load_model(profile)
     tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
-    constraint = JsonConstraint(tokenizer, model.config.vocab_size, **limits)
-    return Generator(model, tokenizer, max_new_tokens=profile.max_new_tokens, batch_size=profile.generation_batch_size,
-                     cache_tag=f"{profile.name}-{profile.model_label}-base-{GENERATION_VERSION}-{constraint.tag}",
-                     constraint=constraint)
+    return base_generator(profile, model, tokenizer, JsonConstraint(tokenizer, model.config.vocab_size, **limits))
 
 
 def evaluation_questions(course, profile):
@@ -275,17 +274,20 @@ def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | Non
     return pd.DataFrame(rows).style.set_properties(subset=["question", "reply"], **wrap).hide(axis="index")
 
 
+def _ms_per_generated_token(answers: Sequence[Answer], seconds_of) -> float:
+    tokens = sum(a.reply.new_tokens for a in answers)
+    return 1000 * sum(seconds_of(a.reply) for a in answers) / tokens if tokens else float("nan")
+
+
 def ms_per_token(answers: Sequence[Answer]) -> float:
     """Generation time per generated token, in milliseconds (amortised over each batch)."""
-    tokens = sum(a.reply.new_tokens for a in answers)
-    return 1000 * sum(a.reply.seconds for a in answers) / tokens if tokens else float("nan")
+    return _ms_per_generated_token(answers, lambda reply: reply.seconds)
 
 
 def constraint_ms_per_token(answers: Sequence[Answer]) -> float:
     """The part of :func:`ms_per_token` spent enforcing the schema (grammar compilation and
     logit masking; 0 for a system that decodes freely)."""
-    tokens = sum(a.reply.new_tokens for a in answers)
-    return 1000 * sum(a.reply.constraint_seconds for a in answers) / tokens if tokens else float("nan")
+    return _ms_per_generated_token(answers, lambda reply: reply.constraint_seconds)
 
 
 def looping(text: str, *, min_repeats: int = 4) -> bool:
