@@ -24,7 +24,7 @@ help:
 	@echo "make bench-handoff  training length x hand-off share, picked on held-out chats (about 15 minutes); saves results/<profile>/sweeps.json"
 	@echo "make bench-retrieval  exact vs approximate search at 10k/100k/1M chunks, writes results/cpu/ (about 5 minutes)"
 	@echo "make sweeps     top-k and max_new_tokens chosen on the dev split (about 25 minutes); saves results/<profile>/sweeps.json"
-	@echo "make sweeps-prompt  few-shot k and the constrained answer cap, chosen on the dev split (about 15 minutes)"
+	@echo "make sweeps-prompt  the RAG instruction, few-shot k and the constrained answer cap, chosen on the dev split (about 20 minutes)"
 	@echo "make gpu-check  on a CUDA GPU: QLoRA memory and speed of Qwen2.5-1.5B/3B/7B, fits on 8 GB / 16 GB (at most 8 minutes)"
 	@echo "make gpu-check-bundle  download the pinned bitsandbytes wheel into .whl/ for a GPU machine without pip access"
 	@echo "make results-gpu  on a CUDA GPU with hub access: run labs 1-3 on the gpu profile, copy results to results/gpu/<model>/"

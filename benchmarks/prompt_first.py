@@ -2,7 +2,11 @@
 
     make sweeps-prompt        # about 15 minutes on 2 cores (replies are cached: a re-run is quick)
 
-Two ways to get the answer schema without training, both over the profile's base model with the
+First, which instruction gets the most answers right when the schema is not asked for
+(``sweeps.RAG_INSTRUCTION_CHOICES``, :data:`ftrag.prompts.INSTRUCTIONS`): lab 3's knowledge-first RAG
+system (``extractive_rag`` when the pick is "extract") uses the pick.
+
+Then two ways to get the answer schema without training, both over the profile's base model with the
 RAG retriever at the profile's top-k (the system lab 3 calls ``rag``):
 
 * **few-shot**: the system prompt plus k worked examples from the behaviour training chats
@@ -12,7 +16,7 @@ RAG retriever at the profile's top-k (the system lab 3 calls ``rag``):
 
 Each is asked the **dev** questions only. The picks (:func:`ftrag.sweeps.pick_few_shot`,
 :func:`ftrag.sweeps.pick_max_answer_chars`) and every row are saved to ``results/<profile>/sweeps.json``
-(sections ``few_shot`` and ``constrained``); lab 3 reports the chosen systems on the test split and a
+(sections ``rag_instruction``, ``few_shot`` and ``constrained``); lab 3 reports the chosen systems on the test split and a
 unit test fails when the profile's settings disagree with the saved picks.
 """
 from __future__ import annotations
@@ -34,6 +38,16 @@ def main() -> None:
     base = systems.base_generator(profile, model=model, tokenizer=tokenizer)
     print(f"{profile.name} profile, {profiles.device_summary(profile)}; dev split: {len(dev.knowledge)} "
           f"knowledge + {len(dev.unanswerable)} unanswerable questions; RAG top-{profile.retrieval_top_k}")
+
+    instruction_rows = []
+    for name in sweeps.RAG_INSTRUCTION_CHOICES:
+        start = time.perf_counter()
+        system = systems.System(f"RAG, {name} instruction", base, retriever, instruction=name)
+        instruction_rows.append(sweeps.dev_rows(system, dev, course.knowledge, instruction=name))
+        _print(instruction_rows[-1], f"instruction {name}", start)
+    instruction = sweeps.pick_rag_instruction(instruction_rows)
+    sweeps.save(profile.name, "rag_instruction", {"rows": instruction_rows, "picked": instruction,
+                                                  "top_k": profile.retrieval_top_k})
 
     few_rows = []
     for k in sweeps.FEW_SHOT_CHOICES:
@@ -58,7 +72,8 @@ def main() -> None:
     cap = sweeps.pick_max_answer_chars(constrained_rows)
     path = sweeps.save(profile.name, "constrained", {"rows": constrained_rows, "picked": cap,
                                                       "top_k": profile.retrieval_top_k})
-    print(f"picked: {k} few-shot examples, answers capped at {cap} characters (saved to {path})")
+    print(f"picked: the {instruction!r} instruction for knowledge-first RAG, {k} few-shot examples, answers "
+          f"capped at {cap} characters (saved to {path})")
 
 
 def _print(row: dict, label: str, start: float) -> None:

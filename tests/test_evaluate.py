@@ -35,6 +35,12 @@ def test_prose_reply_keeps_its_text_for_accuracy():
     ("We ship 1,000 lamps", ["1000"], True),
     ("It is 4.", ["4.99"], False),
     ("Code E12 means Wi-Fi trouble", ["e12"], True),
+    # the same value in another form: a plural unit, a hyphenated quantity, a range
+    ("You can try Plus for free for 21 days.", ["21-day", "21 day"], True),
+    ("The Hub comes with a 5-year warranty.", ["5 years"], True),
+    ("Delivery takes 10-15 business days.", ["10–15 business days"], True),
+    ("You can try Plus for free for 14 days.", ["21-day", "21 day"], False),   # another value
+    ("The answer is 21.", ["21-day"], False),                                  # a number without its unit
 ])
 def test_matches_normalises_but_respects_tokens(answer, accepted, expected):
     assert evaluate.matches(answer, accepted) is expected

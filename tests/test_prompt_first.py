@@ -117,3 +117,25 @@ def test_examples_go_between_the_system_prompt_and_an_existing_chat(course):
     assert few_shot.with_examples(prompts.chat(question, passages), turns) == prompts.chat(question, passages, turns)
     with pytest.raises(CourseError, match="system prompt"):
         few_shot.with_examples(prompts.chat(question)[1:], turns)
+
+
+def test_pick_rag_instruction_takes_the_most_accurate_and_prefers_the_course_prompt_on_a_tie():
+    rows = [{"instruction": name, "knowledge_accuracy": acc, "split": "dev"}
+            for name, acc in (("json", 0.30), ("plain", 0.25), ("extract", 0.40), ("llamaindex", 0.40))]
+    assert sweeps.pick_rag_instruction(rows) == "extract"   # a tie goes to the earlier choice
+    assert sweeps.pick_rag_instruction([{**r, "knowledge_accuracy": 0.3} for r in rows]) == "json"
+    with pytest.raises(CourseError, match="dev split"):
+        sweeps.pick_rag_instruction([{**rows[0], "split": "test"}])
+
+
+def test_instructions_change_only_the_system_prompt_and_llamaindex_sends_its_own_template():
+    question = "How long is the Halo warranty?"
+    schema, extract = prompts.chat(question, PASSAGES[:1]), prompts.chat(question, PASSAGES[:1], instruction="extract")
+    assert schema[0]["content"] == prompts.SYSTEM_PROMPT and extract[0]["content"] == prompts.INSTRUCTIONS["extract"]
+    assert schema[1:] == extract[1:]
+    (only,) = prompts.chat(question, PASSAGES[:1], instruction="llamaindex")
+    assert only["role"] == "user" and "[kb-a] The Halo lamp" in only["content"] and question in only["content"]
+    assert "Given the context information and not prior knowledge" in only["content"]
+    assert set(sweeps.RAG_INSTRUCTION_CHOICES) == set(prompts.INSTRUCTIONS)
+    with pytest.raises(CourseError, match="Unknown instruction 'jsn'"):
+        prompts.chat(question, instruction="jsn")

@@ -132,7 +132,7 @@ def test_cpu_profile_trains_the_length_and_data_mix_the_training_sweep_picked(sa
     assert picked["handoff_chats"] == sum(e.kind == "handoff" for e in data.load_all().finetune_train)
 
 
-def test_cpu_profile_prompts_with_the_few_shot_k_and_answer_cap_the_dev_sweeps_picked(saved):
+def test_cpu_profile_prompts_with_the_instruction_few_shot_k_and_answer_cap_the_dev_sweeps_picked(saved):
     cpu = profiles.get_profile("cpu")
     for section, column in (("few_shot", "few_shot_k"), ("constrained", "max_answer_chars")):
         rows = saved[section]["rows"]
@@ -142,6 +142,10 @@ def test_cpu_profile_prompts_with_the_few_shot_k_and_answer_cap_the_dev_sweeps_p
     assert cpu.few_shot_k == sweeps.pick_few_shot(saved["few_shot"]["rows"]) == saved["few_shot"]["picked"]
     assert cpu.constrained_max_answer_chars == sweeps.pick_max_answer_chars(saved["constrained"]["rows"]) \
         == saved["constrained"]["picked"]
+    rows = saved["rag_instruction"]["rows"]
+    assert {r["split"] for r in rows} == {"dev"} and saved["rag_instruction"]["top_k"] == cpu.retrieval_top_k
+    assert {r["instruction"] for r in rows} == set(sweeps.RAG_INSTRUCTION_CHOICES)
+    assert cpu.rag_instruction == sweeps.pick_rag_instruction(rows) == saved["rag_instruction"]["picked"]
 
 
 def test_missing_or_torn_sweeps_file_is_a_clear_error(tmp_path, monkeypatch):

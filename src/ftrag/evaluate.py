@@ -75,10 +75,16 @@ def normalize(text: str) -> str:
 
 
 def matches(answer: str, accepted: Iterable[str]) -> bool:
-    """True when any accepted variant appears in the answer as whole words (after normalising).
-    This is *mentions*, not *correct*: see :func:`is_correct`."""
+    """True when any accepted variant appears in the answer as whole words (after normalising), or
+    the answer states one of the values the variants state (:func:`typed_values`: "21 days" states
+    the "21-day" of a gold answer, "a 5-year warranty" the "5 years"). This is *mentions*, not
+    *correct*: see :func:`is_correct`."""
+    accepted = list(accepted)
     hay = f" {normalize(answer)} "
-    return any(f" {normalize(variant)} " in hay for variant in accepted if normalize(variant))
+    if any(f" {normalize(variant)} " in hay for variant in accepted if normalize(variant)):
+        return True
+    gold = set().union(*(typed_values(variant) for variant in accepted)) if accepted else set()
+    return bool(gold & typed_values(answer))
 
 
 # A value that a question can have two of: a sum of money, a percentage, or a number with its unit

@@ -98,7 +98,8 @@ METRIC_LABELS = {
     "prompt_tokens": "prompt tokens", "update_seconds": "seconds to absorb the update",
     "gold_retrieved": "gold article retrieved",
 }
-SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "fewshot_rag": "#8172b3", "constrained_rag": "#64b5cd",
+SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "extractive_rag": "#937860", "fewshot_rag": "#8172b3",
+                 "constrained_rag": "#64b5cd",
                  "finetuned": "#dd8452", "hybrid": "#55a868"}
 
 
@@ -126,7 +127,7 @@ def comparison_bars(comparison, *, title: str | None = None):
     ax.set_yticks(np.linspace(0, 1, 6))  # a share: the headroom above 1 holds the legend
     ax.set(ylim=(0, 1.08 if len(names) <= 4 else 1.3), ylabel="share of questions",
            title=title or "Every system on the test split (error bars: 95% Wilson CI)")
-    ax.legend(fontsize=8, ncol=min(len(names), 3), loc="upper center")
+    ax.legend(fontsize=8, ncol=min(len(names), 4), loc="upper center")
     fig.tight_layout()
     return fig
 

@@ -86,6 +86,9 @@ class Profile:
     # worked examples in the few-shot prompt, and the answer's length cap under constrained decoding.
     few_shot_k: int = 2
     constrained_max_answer_chars: int = 240
+    # The system prompt of lab 3's knowledge-first RAG system (ftrag.prompts.INSTRUCTIONS), the best
+    # dev knowledge accuracy in `make sweeps-prompt`; "json" (the course's answer contract) until measured.
+    rag_instruction: str = "json"
     # How many evaluation questions the answer-level measurements use (None = all). On the cpu
     # profile generation dominates the run time, so the labs use a fixed, stratified subset.
     eval_knowledge_limit: int | None = None
@@ -157,8 +160,12 @@ def get_profile(name: str | None = None) -> Profile:
             # `make sweeps-prompt` on dev (2026-12-02): few-shot k 0 / 1 / 2 / 4 gave schema validity
             # 0.00 / 0.34 / 0.39 / 0.33; constrained answers capped at 160 / 240 / 320 characters were
             # valid 1.00 / 0.89 / 0.55 (longer answers run out of the 96 tokens before the JSON closes).
+            # RAG instructions for knowledge alone (dev knowledge accuracy, top-1, 2026-12-03): the course's
+            # JSON prompt 0.31, one plain sentence 0.24, "the exact figure" 0.30, "copy the sentence" 0.41,
+            # llama-index's default template 0.37.
             few_shot_k=2,
             constrained_max_answer_chars=160,
+            rag_instruction="extract",
             eval_knowledge_limit=60,
             eval_unanswerable_limit=15,
             eval_behaviour_limit=16,

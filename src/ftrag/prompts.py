@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from .errors import CourseError
+
 COMPANY = "Lumio"
 SIGN_OFF = "Stay bright!"
 ANSWER_KEYS = ("answer", "sources", "needs_human")
@@ -37,6 +39,24 @@ HANDOFF_ANSWER = (
 )
 
 
+# Instructions a RAG system can send instead of SYSTEM_PROMPT, for knowledge alone (no schema, no
+# voice): `make sweeps-prompt` asks each the dev questions and the profile's ``rag_instruction`` is
+# the one that answered most of them (ftrag.sweeps.pick_rag_instruction). "llamaindex" is
+# llama-index's own default question-answering template, sent as the user turn with no system prompt.
+_HANDOFF_RULE = ("If the context does not contain the answer, say: \"I don't have that information, so I'm "
+                 "passing you to a teammate.\"")
+INSTRUCTIONS = {
+    "json": SYSTEM_PROMPT,
+    "plain": (f"You are the {COMPANY} support assistant. Answer the customer's question in one short sentence, "
+              f"using only facts from the context. {_HANDOFF_RULE}"),
+    "quote": (f"You are the {COMPANY} support assistant. Answer the question with the exact figure or name from "
+              f"the context (price, number of days, percentage), in one short sentence. {_HANDOFF_RULE}"),
+    "extract": (f"You are the {COMPANY} support assistant. Reply with the one sentence from the context that "
+                "answers the customer's question, copied word for word."),
+    "llamaindex": None,
+}
+
+
 def format_context(passages: Sequence[tuple[str, str]]) -> str:
     """Render retrieved passages as ``[id] text`` lines, the layout the model learns to cite."""
     return "\n".join(f"[{doc_id}] {' '.join(text.split())}" for doc_id, text in passages)
@@ -51,11 +71,21 @@ def user_message(question: str, passages: Sequence[tuple[str, str]] | None = Non
 
 
 def chat(question: str, passages: Sequence[tuple[str, str]] | None = None,
-         examples: Sequence[dict[str, str]] = ()) -> list[dict[str, str]]:
+         examples: Sequence[dict[str, str]] = (), instruction: str = "json") -> list[dict[str, str]]:
     """The messages (system + user) that every system sends for one question; ``examples`` are
-    worked user/assistant turns placed between the two (few-shot prompting)."""
+    worked user/assistant turns placed between the two (few-shot prompting). ``instruction`` names
+    the system prompt (:data:`INSTRUCTIONS`; "json", the course's answer contract, unless a RAG
+    system was given another)."""
+    if instruction not in INSTRUCTIONS:
+        raise CourseError(f"Unknown instruction {instruction!r}: use one of {', '.join(INSTRUCTIONS)} "
+                          "(ftrag.prompts.INSTRUCTIONS).")
+    if instruction == "llamaindex":
+        from llama_index.core.prompts.default_prompts import DEFAULT_TEXT_QA_PROMPT_TMPL
+
+        return [*examples, {"role": "user", "content": DEFAULT_TEXT_QA_PROMPT_TMPL.format(
+            context_str=format_context(passages or ()), query_str=" ".join(question.split()))}]
     return [
-        {"role": "system", "content": SYSTEM_PROMPT},
+        {"role": "system", "content": INSTRUCTIONS[instruction]},
         *examples,
         {"role": "user", "content": user_message(question, passages)},
     ]

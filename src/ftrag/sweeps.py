@@ -25,6 +25,8 @@ TOP_K_CHOICES = (1, 2, 3, 5, 10)
 MAX_NEW_TOKENS_CHOICES = (48, 64, 72, 96, 128)
 FEW_SHOT_CHOICES = (0, 1, 2, 4)
 MAX_ANSWER_CHARS_CHOICES = (160, 240, 320)
+#: The RAG instructions tried for knowledge alone (ftrag.prompts.INSTRUCTIONS), the course's schema first.
+RAG_INSTRUCTION_CHOICES = ("json", "plain", "quote", "extract", "llamaindex")
 
 
 def saved_path(profile_name: str) -> Path:
@@ -123,6 +125,14 @@ def pick_few_shot(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> int:
     _dev_only(rows, "few-shot")
     answering = [r for r in rows if r["answer_rate_when_retrieved"] >= min_answer_rate] or list(rows)
     return min(answering, key=lambda r: (-r["schema_validity"], r["few_shot_k"]))["few_shot_k"]
+
+
+def pick_rag_instruction(rows: Sequence[dict]) -> str:
+    """The instruction of the knowledge-first RAG system: the best dev knowledge accuracy; on a tie,
+    the earlier of :data:`RAG_INSTRUCTION_CHOICES` (the course's own prompt first)."""
+    _dev_only(rows, "RAG instruction")
+    order = {name: i for i, name in enumerate(RAG_INSTRUCTION_CHOICES)}
+    return min(rows, key=lambda r: (-r["knowledge_accuracy"], order.get(r["instruction"], len(order))))["instruction"]
 
 
 def pick_max_answer_chars(rows: Sequence[dict], *, min_validity: float = 0.95) -> int:

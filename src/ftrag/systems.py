@@ -63,6 +63,7 @@ class System:
     generator: Generator
     retriever: Retriever | None = None
     examples: tuple[dict[str, str], ...] = ()  # few-shot turns between the system prompt and the question
+    instruction: str = "json"  # the system prompt (ftrag.prompts.INSTRUCTIONS): the answer schema unless changed
 
     @property
     def uses_retrieval(self) -> bool:
@@ -70,10 +71,12 @@ class System:
 
     def conversations(self, questions: Sequence[str]):
         if self.retriever is None:
-            return ([prompts.chat(q, examples=self.examples) for q in questions], [()] * len(questions),
+            return ([prompts.chat(q, examples=self.examples, instruction=self.instruction) for q in questions],
+                    [()] * len(questions),
                     [0.0] * len(questions))
         retrieved, seconds = self.retriever.retrieve_many(questions)
-        convs = [prompts.chat(q, passages(chunks), self.examples) for q, chunks in zip(questions, retrieved)]
+        convs = [prompts.chat(q, passages(chunks), self.examples, self.instruction)
+                 for q, chunks in zip(questions, retrieved)]
         return convs, [tuple(c) for c in retrieved], seconds
 
     def ask(self, items: Sequence[tuple[str, str]], *, desc: str | None = None,
