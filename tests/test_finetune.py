@@ -322,6 +322,7 @@ def test_behaviour_report_scores_json_voice_and_handoff():
     rep = behaviour_reports.behaviour_report([good, handoff, prose], [False, True, False])
     assert rep["n"] == 3
     assert rep["json_valid"] == pytest.approx(2 / 3)
+    assert rep["json_valid_ci"] == pytest.approx(evaluate.wilson_interval(2, 3))
     assert rep["needs_human_accuracy"] == pytest.approx(2 / 3)  # the prose reply has no flag: wrong
     assert rep["handoff_reply_when_needed"] == 1.0 and rep["handoff_reply_when_not_needed"] == 0.0
     assert rep["handoff_replies_flagged"] == 1.0

@@ -40,7 +40,8 @@ def behaviour_report(generations: Sequence[Any], expect_needs_human: Sequence[bo
                      ) -> dict[str, Any]:
     """How well replies follow the trained behaviour.
 
-    ``json_valid``: share of schema-exact JSON replies; ``voice``: mean voice score of the answer
+    ``json_valid``: share of schema-exact JSON replies (``json_valid_ci``: its 95% Wilson interval over
+    the ``n`` replies); ``voice``: mean voice score of the answer
     text (the raw reply where it is not JSON); ``voice_rules``: share of replies passing each rule;
     ``needs_human_accuracy``: share of replies whose ``needs_human`` equals the expected value
     (a missing or invalid flag counts as wrong), over the prompts where one is expected.
@@ -50,14 +51,16 @@ def behaviour_report(generations: Sequence[Any], expect_needs_human: Sequence[bo
     useless too); ``handoff_replies_flagged``: of the replies whose text hands off, the share that
     also set ``needs_human`` (without the flag nobody is told to take over).
     """
-    from .evaluate import mean, parse_reply, says_handoff, voice_checks
+    from .evaluate import mean, parse_reply, says_handoff, voice_checks, wilson_ci
 
     parsed = [parse_reply(reply_text(g)) for g in generations]
     checks = [voice_checks(p.answer) for p in parsed]
     rules = list(checks[0]) if checks else []
+    valid = [float(p.valid) for p in parsed]
     report: dict[str, Any] = {
         "n": len(parsed),
-        "json_valid": mean([float(p.valid) for p in parsed]),
+        "json_valid": mean(valid),
+        "json_valid_ci": wilson_ci(valid),
         "voice": mean([sum(c.values()) / len(c) for c in checks]),
         "voice_rules": {r: mean([float(c[r]) for c in checks]) for r in rules},
     }

@@ -83,7 +83,7 @@ def matches(answer: str, accepted: Iterable[str]) -> bool:
     hay = f" {normalize(answer)} "
     if any(f" {normalize(variant)} " in hay for variant in accepted if normalize(variant)):
         return True
-    gold = set().union(*(typed_values(variant) for variant in accepted)) if accepted else set()
+    gold = set().union(*(typed_values(variant) for variant in accepted))
     return bool(gold & typed_values(answer))
 
 
