@@ -63,3 +63,47 @@ def test_prefix_sharing_gives_the_same_replies(tiny_model):
     with_sharing, without = shared.generate(convs, progress=False), plain.generate(convs, progress=False)
     assert [g.text for g in with_sharing] == [g.text for g in without]
     assert [g.prompt_tokens for g in with_sharing] == [len(i) for i in ids]
+
+
+def test_greedy_decode_gives_the_tokens_of_generate(tiny_model):
+    """Dropping finished rows from the batch (and the cache) must not change a greedy reply: rows of
+    different prompt and reply lengths, with and without a shared-prefix cache, some ending early,
+    some cut by the token limit."""
+    import torch
+
+    from ftrag.generation import greedy_decode
+
+    model, tok = tiny_model
+    convs = [prompts.chat("Hi"), prompts.chat("Say yes."), prompts.chat("Write a long poem about lamps, please."),
+             prompts.chat("Is the store open on Sunday?", [("kb-1", "The store opens 10:00-16:00 on Sundays.")])]
+    ids = [list(tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False))
+           for c in convs]
+    width = max(len(r) for r in ids)
+    input_ids = torch.full((len(ids), width), tok.eos_token_id)
+    attention = torch.zeros_like(input_ids)
+    for row, r in enumerate(ids):
+        input_ids[row, width - len(r):], attention[row, width - len(r):] = torch.tensor(r), 1
+    with torch.no_grad():
+        reference = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=20, do_sample=False,
+                                   pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)[:, width:].tolist()
+        pruned = greedy_decode(model, input_ids, attention, max_new_tokens=20, eos_token_id=tok.eos_token_id)
+    ended = [r.index(tok.eos_token_id) + 1 if tok.eos_token_id in r else len(r) for r in reference]
+    assert len(set(ended)) > 1 and max(ended) == 20  # some rows end early, one runs to the limit
+    assert pruned == [r[:n] for r, n in zip(reference, ended)]
+
+
+def test_generator_replies_are_those_of_generate(tiny_model):
+    """The Generator (shared prefix + greedy_decode) answers a batch as plain ``model.generate`` answers
+    each prompt alone."""
+    import torch
+
+    model, tok = tiny_model
+    convs = [prompts.chat("Hi"), prompts.chat("How long is the warranty on a Halo lamp?"),
+             prompts.chat("Write a long poem about lamps, please.")]
+    batched = Generator(model, tok, max_new_tokens=16, batch_size=4).generate(convs, progress=False)
+    for conv, got in zip(convs, batched):
+        ids = torch.tensor([tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=False)])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16, do_sample=False,
+                                 pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
+        assert got.text == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()

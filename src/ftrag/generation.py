@@ -9,6 +9,13 @@ work. So within a batch the generator runs the model once over the tokens all pr
 copies that key/value cache to every row, and lets ``generate`` read only the rest (*prefix
 caching*, what hosted APIs sell as prompt caching): a batch of 16 replies took 15-18% less time,
 with the same replies. :func:`shared_prefix_length` says how much is shared.
+
+A second course-specific speed-up is :func:`greedy_decode`: ``model.generate`` keeps a finished
+reply in the batch until the longest one ends, so a batch of 64 decodes at the pace of its longest
+reply. :func:`greedy_decode` drops each reply from the batch (and from the key/value cache) when it
+ends its turn: the same tokens, about a fifth less time for a lab's batch of 64 RAG prompts.
+Constrained decoding still goes through ``model.generate``: its logits processor keeps one grammar
+state per row.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from tqdm.auto import tqdm
 #: Bump when the way replies are generated changes (prompt encoding, decoding, stopping): it is part
 #: of every reply-cache tag (``ftrag.systems.base_generator``, ``ftrag.adapters.adapter_cache_tag``),
 #: so replies stored by older code are not reused. ``ftrag.systems`` re-exports it.
-GENERATION_VERSION = "g1"
+GENERATION_VERSION = "g2"
 #: A batch shares its common prefix only when it is at least this long (shorter: not worth a pass).
 MIN_SHARED_PREFIX = 8
 #: At most this many padded prompt tokens per batch: attention and key/value-cache memory grow with
@@ -44,6 +51,46 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
         if any(r[k] != first[k] for r in rows[1:]):
             return k
     return max(limit, 0)
+
+
+def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_token_id: int,
+                  past_key_values=None) -> list[list[int]]:
+    """Greedy decoding of a left-padded batch that drops each row once it has written
+    ``eos_token_id``; returns each row's new tokens (ending with the eos token if it ended).
+
+    ``past_key_values`` may hold the key/value cache of the first tokens of every row (the shared
+    prefix): decoding then starts after them. The tokens are those of ``model.generate(...,
+    do_sample=False)`` with the same inputs (``tests/test_generation.py`` checks it); the rows left
+    shrink the batch as replies end, so the later steps cost less.
+    """
+    import torch
+
+    device = input_ids.device
+    done_before = past_key_values.get_seq_length() if past_key_values is not None else 0
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    step_ids, step_positions = input_ids[:, done_before:], positions[:, done_before:]
+    cache_position = torch.arange(done_before, input_ids.shape[1], device=device)
+    alive = list(range(input_ids.shape[0]))
+    new_tokens: list[list[int]] = [[] for _ in alive]
+    for step in range(max_new_tokens):
+        out = model(input_ids=step_ids, attention_mask=attention_mask, position_ids=step_positions,
+                    past_key_values=past_key_values, cache_position=cache_position, use_cache=True,
+                    logits_to_keep=1)
+        past_key_values = out.past_key_values
+        chosen = out.logits[:, -1, :].argmax(-1)
+        for row, token in zip(alive, chosen.tolist()):
+            new_tokens[row].append(token)
+        keep = (chosen != eos_token_id).nonzero().flatten()
+        if step == max_new_tokens - 1 or len(keep) == 0:
+            break
+        if len(keep) < len(alive):  # replies that ended leave the batch and the cache
+            past_key_values.batch_select_indices(keep)
+            alive = [alive[i] for i in keep.tolist()]
+            chosen, attention_mask, step_positions = chosen[keep], attention_mask[keep], step_positions[keep]
+        step_ids, step_positions = chosen[:, None], step_positions[:, -1:] + 1
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(alive), 1))], dim=1)
+        cache_position = cache_position[-1:] + 1
+    return new_tokens
 
 
 @dataclass(frozen=True)
@@ -181,13 +228,18 @@ class Generator:
                     extra["past_key_values"] = cache
                 if self.constraint is not None:
                     extra["logits_processor"] = [self.constraint.processor([conversations[i] for i in batch])]
-                out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                                          max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id,
-                                          eos_token_id=self.tokenizer.eos_token_id, **extra)
+                    out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                                              max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id,
+                                              eos_token_id=self.tokenizer.eos_token_id, **extra)
+                    replies = [out[row, width:].tolist() for row in range(len(rows))]
+                else:
+                    replies = greedy_decode(self.model, input_ids.to(device), attention.to(device),
+                                            max_new_tokens=max_new, eos_token_id=self.tokenizer.eos_token_id,
+                                            past_key_values=extra.get("past_key_values"))
             elapsed = time.perf_counter() - t0
             constrained = (self.constraint.seconds - constraint_before) if self.constraint is not None else 0.0
             for row, i in enumerate(batch):
-                new = out[row, width:].tolist()
+                new = replies[row]
                 n_new = next((k for k, t in enumerate(new) if t == self.tokenizer.eos_token_id), len(new))
                 text = self.tokenizer.decode(new[:n_new], skip_special_tokens=True).strip()
                 results[i] = Generation(text, len(encoded[i]), n_new, elapsed / len(batch), elapsed,
