@@ -67,8 +67,8 @@ def test_prefix_sharing_gives_the_same_replies(tiny_model):
 
 def test_greedy_decode_gives_the_tokens_of_generate(tiny_model):
     """Dropping finished rows from the batch (and the cache) must not change a greedy reply: rows of
-    different prompt and reply lengths, with and without a shared-prefix cache, some ending early,
-    some cut by the token limit."""
+    different prompt and reply lengths, some ending early, some cut by the token limit. (With a
+    shared-prefix cache: the next test, through the Generator.)"""
     import torch
 
     from ftrag.generation import greedy_decode

@@ -207,7 +207,7 @@ class Generator:
             shared = shared_prefix_length(rows) if self.share_prefix and len(rows) > 1 else 0
             shared = shared if shared >= MIN_SHARED_PREFIX else 0
             # Layout of a row: [shared prefix][left padding][the row's own tokens]. The attention mask
-            # hides the padding; generate derives positions from the mask, so they run on unbroken.
+            # hides the padding; positions are derived from the mask, so they run on unbroken.
             width = max(len(r) for r in rows)
             input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(rows), width), dtype=torch.long)
@@ -217,23 +217,24 @@ class Generator:
                 own = ids[shared:]
                 input_ids[row, width - len(own):] = torch.tensor(own, dtype=torch.long)
                 attention[row, width - len(own):] = 1
+            input_ids, attention = input_ids.to(device), attention.to(device)
             t0 = time.perf_counter()
             constraint_before = self.constraint.seconds if self.constraint is not None else 0.0
             with torch.no_grad():
                 extra = {}
                 if shared:
-                    prefix = self.model(input_ids=input_ids[:1, :shared].to(device), use_cache=True)
+                    prefix = self.model(input_ids=input_ids[:1, :shared], use_cache=True)
                     cache = prefix.past_key_values
                     cache.batch_repeat_interleave(len(rows))
                     extra["past_key_values"] = cache
                 if self.constraint is not None:
                     extra["logits_processor"] = [self.constraint.processor([conversations[i] for i in batch])]
-                    out = self.model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device),
+                    out = self.model.generate(input_ids=input_ids, attention_mask=attention,
                                               max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id,
                                               eos_token_id=self.tokenizer.eos_token_id, **extra)
                     replies = [out[row, width:].tolist() for row in range(len(rows))]
                 else:
-                    replies = greedy_decode(self.model, input_ids.to(device), attention.to(device),
+                    replies = greedy_decode(self.model, input_ids, attention,
                                             max_new_tokens=max_new, eos_token_id=self.tokenizer.eos_token_id,
                                             past_key_values=extra.get("past_key_values"))
             elapsed = time.perf_counter() - t0
