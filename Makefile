@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/*.txt pyproject.toml | cks
 JB_FLAGS := -W -n --keep-going
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: help env book lab test test-fast test-site bench bench-handoff bench-retrieval sweeps sweeps-prompt gpu-check gpu-check-bundle results-gpu serve linkcheck clean clean-cache
+.PHONY: help env book lab test test-fast test-site bench bench-handoff bench-seeds bench-retrieval sweeps sweeps-prompt gpu-check gpu-check-bundle results-gpu serve linkcheck clean clean-cache
 
 help:
 	@echo "make book       set up .venv, build the site into _build/html"
@@ -22,6 +22,7 @@ help:
 	@echo "make test-fast  unit tests only"
 	@echo "make bench      time a QLoRA training step, padded vs packed (prints figures, about 2 minutes)"
 	@echo "make bench-handoff  training length x hand-off share, picked on held-out chats (about 15 minutes); saves results/<profile>/sweeps.json"
+	@echo "make bench-seeds  the behaviour adapter trained with 5 seeds, each evaluated as the hybrid on the test split (about 25 minutes)"
 	@echo "make bench-retrieval  exact vs approximate search at 10k/100k/1M chunks, writes results/cpu/ (about 5 minutes)"
 	@echo "make sweeps     top-k and max_new_tokens chosen on the dev split (about 25 minutes); saves results/<profile>/sweeps.json"
 	@echo "make sweeps-prompt  the RAG instruction, few-shot k and the constrained answer cap, chosen on the dev split (about 20 minutes)"
@@ -69,6 +70,9 @@ bench: $(STAMP)
 
 bench-handoff: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/handoff_decision.py
+
+bench-seeds: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/seed_variance.py
 
 bench-retrieval: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/retrieval_scale.py

@@ -13,19 +13,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import time
 from pathlib import Path
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -51,7 +40,7 @@ def main() -> None:
     bases = np.array(list(index.index.vector_store.data.embedding_dict.values()), dtype=np.float32)
     queries = scale.unit_rows(np.array([rag.query_embedding(q.question) for q in course.knowledge], np.float32))
     print(f"{len(bases)} knowledge-base chunk vectors ({bases.shape[1]}-d) as bases, {len(queries)} questions; "
-          f"faiss {faiss.__version__} with {faiss.omp_get_max_threads()} threads on {_cpu_name()}")
+          f"faiss {faiss.__version__} with {faiss.omp_get_max_threads()} threads on {profiles.cpu_name()}")
 
     rows = []
     for n in sorted(args.sizes):
@@ -71,7 +60,7 @@ def main() -> None:
               f"with p95 {chosen['p95_ms']:.2f} ms, vs {exact['p95_ms']:.1f} ms for exact search")
     else:
         print(f"\nAt {largest:,} chunks no nprobe tried reaches recall@10 {scale.RECALL_TARGET}")
-    results = {"date": dt.date.today().isoformat(), "machine": _cpu_name(), "cores": os.cpu_count(),
+    results = {"date": dt.date.today().isoformat(), "machine": profiles.cpu_name(), "cores": os.cpu_count(),
                "faiss": faiss.__version__, "threads": faiss.omp_get_max_threads(), "dimension": int(bases.shape[1]),
                "queries": len(queries), "seed": args.seed, "recall_target": scale.RECALL_TARGET,
                "seconds": time.perf_counter() - started, "rows": rows}

@@ -93,6 +93,23 @@ def test_batched_constrained_generation_matches_one_prompt_at_a_time(constrained
     assert [b.text for b in batched] == [s.text for s in single]
 
 
+def test_constrained_replies_are_those_of_xgrammars_logits_processor(constrained_generator, tiny_model):
+    """The course's decoder (one GrammarMatcher per row, finished rows leave the batch) writes the tokens
+    that ``model.generate`` writes with xgrammar's own logits processor, one prompt at a time."""
+    import torch
+
+    model, tok = tiny_model
+    batched = constrained_generator.generate(CONVERSATIONS, progress=False)
+    assert len({r.new_tokens for r in batched}) > 1  # rows end at different steps: the batch shrinks
+    for conversation, got in zip(CONVERSATIONS, batched):
+        ids = torch.tensor([constrained_generator.prompt_ids(conversation)])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=64,
+                                 do_sample=False, pad_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id,
+                                 logits_processor=[constrained_generator.constraint.processor([conversation])])
+        assert got.text == tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+
 def test_pick_few_shot_prefers_valid_replies_that_still_answer():
     rows = [{"few_shot_k": 0, "schema_validity": 0.0, "answer_rate_when_retrieved": 1.0, "split": "dev"},
             {"few_shot_k": 1, "schema_validity": 0.6, "answer_rate_when_retrieved": 0.9, "split": "dev"},

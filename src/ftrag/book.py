@@ -22,6 +22,19 @@ def glue_results(labs: tuple[str, ...] = results.LABS) -> dict[str, object]:
     return glued
 
 
+def glue_seed_variance(profile_name: str = "cpu") -> dict[str, object]:
+    """Glue the ``seeds_*`` figures of ``results/<profile>/seed_variance.json`` (``make bench-seeds``)
+    and return the loaded results, for a page that quotes or plots them."""
+    from myst_nb import glue
+
+    from . import seed_variance
+
+    data = seed_variance.load(profile_name)
+    for key, value in seed_variance.headline(data).items():
+        glue(key, value, display=False)
+    return data
+
+
 def significant(value: float, digits: int = 2) -> float:
     """``value`` rounded to ``digits`` significant figures, for numbers whose inputs are guesses:
     a break-even point of 10,000,489 requests computed from assumed prices is "about 10,000,000".

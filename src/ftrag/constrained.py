@@ -2,8 +2,13 @@
 
 The model still picks every token, but at each step the tokens that would break the schema are
 masked out of its choices, so a reply that *finishes* is schema-valid by construction. The course
-uses xgrammar (``xgrammar.contrib.hf.LogitsProcessor``), which compiles a JSON schema into a
-grammar over the tokenizer's vocabulary and works offline with the pinned transformers.
+uses xgrammar, which compiles a JSON schema into a grammar over the tokenizer's vocabulary and
+works offline with the pinned transformers. With ``model.generate`` the library's own logits
+processor does it (:meth:`JsonConstraint.processor`, ``xgrammar.contrib.hf.LogitsProcessor``). The
+course's decoder (:func:`ftrag.generation.greedy_decode`) drops each reply from the batch when it ends,
+which a ``generate`` logits processor cannot follow, so it drives one ``xgrammar.GrammarMatcher`` per
+row itself (:meth:`JsonConstraint.row_matchers`, a course-specific speed-up): the same masks, the
+same tokens (``tests/test_prompt_first.py`` compares the two).
 
 Two things a plain ``{"type": "string"}`` schema gets wrong with a 135M model (found by trying):
 
@@ -24,7 +29,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 #: Bump when the schema or the way it is enforced changes: part of the constrained reply-cache tag.
-CONSTRAINT_VERSION = "c1"
+CONSTRAINT_VERSION = "c2"
 #: The answer field's cap in characters. About 4 characters a token, so 240 characters is about 60
 #: tokens, which leaves room in a 96-token budget for the keys, three source ids and the flag.
 MAX_ANSWER_CHARS = 240
@@ -97,8 +102,15 @@ class JsonConstraint:
         return answer_schema(passage_ids(messages), max_answer_chars=self.max_answer_chars,
                              max_sources=self.max_sources)
 
+    def row_matchers(self, conversations: Sequence[Sequence[dict[str, str]]]) -> "RowMatchers":
+        """One grammar matcher per prompt of a batch, for :func:`ftrag.generation.greedy_decode`:
+        row ``i`` follows the schema of ``conversations[i]``."""
+        return RowMatchers(self, [self._compiled(json.dumps(self.schema_for(c))) for c in conversations])
+
     def processor(self, conversations: Sequence[Sequence[dict[str, str]]]):
-        """One logits processor for a batch: row ``i`` follows the schema of ``conversations[i]``."""
+        """The library's way, for ``model.generate(logits_processor=[...])``: one xgrammar logits
+        processor for a batch, row ``i`` following the schema of ``conversations[i]``. The course
+        decodes with :meth:`row_matchers` instead; the tests use this one as the reference."""
         from xgrammar.contrib.hf import LogitsProcessor
 
         grammars = [self._compiled(json.dumps(self.schema_for(c))) for c in conversations]
@@ -119,3 +131,39 @@ class JsonConstraint:
     def overhead_ms_per_token(self) -> float:
         """Milliseconds spent enforcing the schema per generated token (per row and step)."""
         return 1000 * self.seconds / self.steps if self.steps else float("nan")
+
+
+class RowMatchers:
+    """An ``xgrammar.GrammarMatcher`` per row of a batch, driven by
+    :func:`ftrag.generation.greedy_decode`, which passes the original numbers of the rows still
+    decoding: :meth:`mask` sets the logits of the tokens a row's grammar forbids to minus infinity,
+    :meth:`accept` advances each row's grammar by the token chosen. Time and steps are added to the
+    :class:`JsonConstraint` that built it."""
+
+    def __init__(self, constraint: JsonConstraint, grammars: Sequence):
+        import xgrammar as xgr
+
+        self._xgr = xgr
+        self._constraint = constraint
+        self.matchers = [xgr.GrammarMatcher(g) for g in grammars]
+        self._bitmask = xgr.allocate_token_bitmask(len(grammars), grammars[0].tokenizer_info.vocab_size)
+
+    def mask(self, logits, rows: Sequence[int]):
+        """``logits`` (one row per entry of ``rows``), masked in place and returned."""
+        t0 = time.perf_counter()
+        for j, row in enumerate(rows):
+            self.matchers[row].fill_next_token_bitmask(self._bitmask, j)
+        device = logits.device
+        on_cpu = logits if device.type == "cuda" else logits.cpu()
+        self._xgr.apply_token_bitmask_inplace(on_cpu, self._bitmask[:len(rows)].to(on_cpu.device))
+        logits = on_cpu.to(device)
+        self._constraint.seconds += time.perf_counter() - t0
+        self._constraint.steps += len(rows)
+        return logits
+
+    def accept(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        t0 = time.perf_counter()
+        for row, token in zip(rows, tokens):
+            if not self.matchers[row].accept_token(token):  # cannot happen after mask(): a bug if it does
+                raise RuntimeError(f"row {row}: the grammar refused token {token} that its mask allowed")
+        self._constraint.seconds += time.perf_counter() - t0

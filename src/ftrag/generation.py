@@ -54,7 +54,7 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
 
 
 def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_token_id: int,
-                  past_key_values=None) -> list[list[int]]:
+                  past_key_values=None, constraint=None) -> list[list[int]]:
     """Greedy decoding of a left-padded batch that drops each row once it has written
     ``eos_token_id``; returns each row's new tokens (ending with the eos token if it ended).
 
@@ -62,6 +62,12 @@ def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_
     prefix): decoding then starts after them. The tokens are those of ``model.generate(...,
     do_sample=False)`` with the same inputs (``tests/test_generation.py`` checks it); the rows left
     shrink the batch as replies end, so the later steps cost less.
+
+    ``constraint`` (:meth:`ftrag.constrained.JsonConstraint.row_matchers`) masks, at each step, the
+    tokens that would break each row's grammar (``mask(logits, rows)``) and then advances each row's
+    grammar by the token chosen (``accept(rows, tokens)``); ``rows`` are the original row numbers of
+    the rows still decoding. The tokens are those of ``model.generate`` with xgrammar's logits
+    processor (``tests/test_prompt_first.py`` checks it).
     """
     import torch
 
@@ -77,8 +83,14 @@ def greedy_decode(model, input_ids, attention_mask, *, max_new_tokens: int, eos_
                     past_key_values=past_key_values, cache_position=cache_position, use_cache=True,
                     logits_to_keep=1)
         past_key_values = out.past_key_values
-        chosen = out.logits[:, -1, :].argmax(-1)
-        for row, token in zip(alive, chosen.tolist()):
+        logits = out.logits[:, -1, :]
+        if constraint is not None:
+            logits = constraint.mask(logits.float(), alive)
+        chosen = logits.argmax(-1)
+        tokens = chosen.tolist()
+        if constraint is not None:
+            constraint.accept(alive, tokens)
+        for row, token in zip(alive, tokens):
             new_tokens[row].append(token)
         keep = (chosen != eos_token_id).nonzero().flatten()
         if step == max_new_tokens - 1 or len(keep) == 0:
@@ -221,22 +233,15 @@ class Generator:
             t0 = time.perf_counter()
             constraint_before = self.constraint.seconds if self.constraint is not None else 0.0
             with torch.no_grad():
-                extra = {}
-                if shared:
-                    prefix = self.model(input_ids=input_ids[:1, :shared], use_cache=True)
-                    cache = prefix.past_key_values
-                    cache.batch_repeat_interleave(len(rows))
-                    extra["past_key_values"] = cache
-                if self.constraint is not None:
-                    extra["logits_processor"] = [self.constraint.processor([conversations[i] for i in batch])]
-                    out = self.model.generate(input_ids=input_ids, attention_mask=attention,
-                                              max_new_tokens=max_new, do_sample=False, pad_token_id=pad_id,
-                                              eos_token_id=self.tokenizer.eos_token_id, **extra)
-                    replies = [out[row, width:].tolist() for row in range(len(rows))]
-                else:
-                    replies = greedy_decode(self.model, input_ids, attention,
-                                            max_new_tokens=max_new, eos_token_id=self.tokenizer.eos_token_id,
-                                            past_key_values=extra.get("past_key_values"))
+                prefix_cache = None
+                if shared:  # read the shared prefix once, then give every row a copy of its cache
+                    prefix_cache = self.model(input_ids=input_ids[:1, :shared], use_cache=True).past_key_values
+                    prefix_cache.batch_repeat_interleave(len(rows))
+                matchers = (self.constraint.row_matchers([conversations[i] for i in batch])
+                            if self.constraint is not None else None)
+                replies = greedy_decode(self.model, input_ids, attention, max_new_tokens=max_new,
+                                        eos_token_id=self.tokenizer.eos_token_id,
+                                        past_key_values=prefix_cache, constraint=matchers)
             elapsed = time.perf_counter() - t0
             constrained = (self.constraint.seconds - constraint_before) if self.constraint is not None else 0.0
             for row, i in enumerate(batch):

@@ -59,6 +59,9 @@ class TrainingSettings:
     # Pack each micro-batch into one row that reads the shared system prompt once
     # (cpu_speedups.pack_shared_prefix): the same loss and gradients as a padded batch, fewer tokens.
     share_prompt_prefix: bool = False
+    # The random seed of a run: LoRA's initial A matrices and the order of the training chats.
+    # ``make bench-seeds`` trains the same settings with other seeds to show how much a run varies.
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -239,6 +242,19 @@ def compute_dtype(profile: Profile):
         return torch.float32
     major, _ = torch.cuda.get_device_capability()
     return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what :mod:`platform` knows."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def device_summary(profile: Profile) -> str:

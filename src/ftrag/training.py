@@ -40,7 +40,6 @@ from .paths import cache_dir
 #: Bump when the way examples are encoded or trained changes: it is part of the adapter cache key.
 FORMAT_VERSION = 1
 METRICS_FILE = "training.json"
-SEED = 0
 #: The validation loss is computed on at most this many validation examples, evenly spaced through
 #: the file (every ``eval_every`` steps a forward pass over all 85 would cost more than training).
 #: On 2 cores each evaluation of 16 took about 7 s, four of them a fifth of the behaviour run; 8
@@ -107,7 +106,7 @@ def settings_record(profile) -> dict[str, Any]:
     # model_description, stored under "model_id": the base's id and where its weights come from (as
     # the cpu profile's model_id spelled it before weights_source existed: adapter keys stay the same)
     return {**asdict(profile.training), "model_id": profile.model_description, "device": profile.device,
-            "seed": SEED, "val_loss_examples": VAL_LOSS_EXAMPLES}
+            "val_loss_examples": VAL_LOSS_EXAMPLES}
 
 
 def check_bitsandbytes(profile=None) -> None:
@@ -246,8 +245,8 @@ def training_arguments(profile, output_dir: str | os.PathLike, *, validate: bool
         eval_steps=s.eval_every,
         save_strategy="no",
         report_to="none",
-        seed=SEED,
-        data_seed=SEED,
+        seed=s.seed,
+        data_seed=s.seed,
         disable_tqdm=True,
         dataloader_num_workers=0,
         prediction_loss_only=True,  # never gather eval logits (batch x length x vocabulary floats)
@@ -365,7 +364,7 @@ def train_adapter(profile, train: Sequence[Any], val: Sequence[Any] | None, *, o
     tok = profiles.load_tokenizer(profile)
     train_set, val_set = encoded_splits(tok, profile, train, val)
     output_dir = Path(output_dir)
-    set_seed(SEED)
+    set_seed(profile.training.seed)
     gc.collect()
     if not profile.is_gpu:
         release_freed_memory()  # models the caller deleted: give their memory back before training
