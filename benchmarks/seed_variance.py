@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from pathlib import Path
 
 from ftrag import data, profiles, rag, seed_variance, systems, training
 
@@ -25,6 +26,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", nargs="+", type=int, default=list(seed_variance.DEFAULT_SEEDS),
                         help="training seeds (default: %(default)s)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the JSON (default: results/<profile>/seed_variance.json, the file "
+                             "the hybrid chapter plots)")
     args = parser.parse_args()
     if len(set(args.seeds)) != len(args.seeds):
         raise SystemExit(f"each seed once, please; got {args.seeds}")
@@ -60,7 +64,7 @@ def main() -> None:
             f" | wall {time.perf_counter() - start:.0f} s", flush=True)
 
     path = seed_variance.save(profile.name, rows, split="test", top_k=profile.hybrid_top_k,
-                              steps=profile.training.max_steps)
+                              steps=profile.training.max_steps, path=args.out)
     print(f"saved to {path}")
 
 
