@@ -116,6 +116,13 @@ def test_changing_knowledge_warns_and_fine_tune_warns_about_hybrid():
     assert any("hybrid" in w for w in ft.warnings)
 
 
+def test_training_approaches_warn_that_one_seed_is_one_sample():
+    ft = decide(problem="behaviour", knowledge_changes_often=False, needs_citations=False,
+                has_labelled_data=True, needs_strict_format_or_voice=True, prompting_tried=True)
+    assert ft.approach == "fine-tune" and any("several seeds" in w for w in ft.warnings)
+    assert not any("several seeds" in w for w in decide(**BASE).warnings)   # RAG trains nothing
+
+
 def test_high_volume_adds_cost_notes():
     rec = decide(**{**BASE, "high_volume": True})
     assert any("every request" in w for w in rec.warnings)

@@ -107,7 +107,8 @@ def test_the_hybrid_chapter_prose_still_matches_the_committed_runs():
     # "the answer rate moved the other way": the run that hands off most answers least
     most = max(data["runs"], key=lambda r: r["refusal_accuracy"])
     assert most["answer_rate_when_retrieved"] == head["seeds_answer_rate_when_retrieved_min"]
-    # lab 2: "from almost never handing off to handing off on most unanswerable questions"
+    # lab 2: "from almost never handing off to handing off on most unanswerable questions";
+    # ftrag.decide warning: "from almost none to most of the unanswerable questions"
     assert head["seeds_others_refusal_accuracy_min"] <= 0.1 and head["seeds_others_refusal_accuracy_max"] > 0.5
     # "The labs' adapter sits at one end of it: ... the fewest knowledge questions right"
     assert head["seeds_labs_knowledge_accuracy"] == head["seeds_knowledge_accuracy_min"]

@@ -245,6 +245,9 @@ def _warnings(approach: str, problem: str, answers: dict[str, bool],
     if approach in ("fine-tune", "hybrid"):
         warnings.append("keep a held-out test set and compare against the prompted base model; "
                         "retrain when the behaviour spec changes")
+        warnings.append("train with several seeds before trusting a behaviour: in the course's hybrid "
+                        "chapter the same settings handed off on anywhere from almost none to most of the "
+                        "unanswerable questions, depending on the seed alone")
     if approach == "fine-tune" and flags["knowledge_changes_often"]:
         warnings.append("you said knowledge changes often: if answers depend on those facts, "
                         "they need retrieval too, which makes this a hybrid")
