@@ -99,10 +99,10 @@ def test_the_hybrid_chapter_prose_still_matches_the_committed_runs():
     head = sv.headline(data)
     # "pairs of seeds have 95% intervals that do not even overlap"
     assert head["seeds_refusal_accuracy_disjoint"] >= 1
-    # "one draw, and with these settings not a typical one"
+    # "one draw, and with these settings not a typical one"; lab 3: "with most other seeds ... far less often"
     others = [r["refusal_accuracy"] for r in data["runs"] if r["seed"] != sv.LABS_SEED]
     assert head["seeds_labs_refusal_accuracy"] > statistics.median(others)
-    # mistakes.md: "The labs' own run ... is the best of them"
+    # mistakes.md: "The labs' own run ... is the one that handed off most"
     assert head["seeds_labs_refusal_accuracy"] == head["seeds_refusal_accuracy_max"]
     # "the answer rate moved the other way": the run that hands off most answers least
     most = max(data["runs"], key=lambda r: r["refusal_accuracy"])
