@@ -105,7 +105,10 @@ class JsonConstraint:
     def row_matchers(self, conversations: Sequence[Sequence[dict[str, str]]]) -> "RowMatchers":
         """One grammar matcher per prompt of a batch, for :func:`ftrag.generation.greedy_decode`:
         row ``i`` follows the schema of ``conversations[i]``."""
-        return RowMatchers(self, [self._compiled(json.dumps(self.schema_for(c))) for c in conversations])
+        return RowMatchers(self, self._grammars(conversations))
+
+    def _grammars(self, conversations):
+        return [self._compiled(json.dumps(self.schema_for(c))) for c in conversations]
 
     def processor(self, conversations: Sequence[Sequence[dict[str, str]]]):
         """The library's way, for ``model.generate(logits_processor=[...])``: one xgrammar logits
@@ -113,7 +116,7 @@ class JsonConstraint:
         decodes with :meth:`row_matchers` instead; the tests use this one as the reference."""
         from xgrammar.contrib.hf import LogitsProcessor
 
-        grammars = [self._compiled(json.dumps(self.schema_for(c))) for c in conversations]
+        grammars = self._grammars(conversations)
         inner = LogitsProcessor(grammars if len(grammars) > 1 else grammars[0])
         constraint = self
 
@@ -154,9 +157,9 @@ class RowMatchers:
         for j, row in enumerate(rows):
             self.matchers[row].fill_next_token_bitmask(self._bitmask, j)
         device = logits.device
-        on_cpu = logits if device.type == "cuda" else logits.cpu()
-        self._xgr.apply_token_bitmask_inplace(on_cpu, self._bitmask[:len(rows)].to(on_cpu.device))
-        logits = on_cpu.to(device)
+        masked = logits if device.type == "cuda" else logits.cpu()  # xgrammar masks on CUDA or CPU
+        self._xgr.apply_token_bitmask_inplace(masked, self._bitmask[:len(rows)].to(masked.device))
+        logits = masked.to(device)
         self._constraint.seconds += time.perf_counter() - t0
         self._constraint.steps += len(rows)
         return logits

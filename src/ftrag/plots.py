@@ -230,10 +230,10 @@ def retrieval_scale(results: dict):
 
 def seed_variance(results: dict):
     """Per training seed, the hybrid's hand-off and answer rates with their 95% Wilson intervals,
-    from :func:`ftrag.seed_variance.load` (the labs' own adapter, seed 0, in a darker colour)."""
+    from :func:`ftrag.seed_variance.load` (the labs' own adapter in a darker colour)."""
     import matplotlib.pyplot as plt
 
-    from .seed_variance import LABELS
+    from .seed_variance import LABELS, LABS_SEED
 
     runs = sorted(results["runs"], key=lambda r: r["seed"])
     fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.2), dpi=110, sharey=True)
@@ -241,8 +241,8 @@ def seed_variance(results: dict):
         for x, run in enumerate(runs):
             value, (low, high) = run[metric], run[f"{metric}_ci"]
             ax.errorbar([x], [value], yerr=[[value - low], [high - value]], marker="o", capsize=3,
-                        color="#c44e52" if run["seed"] == 0 else "#4c72b0")
-        ax.set_xticks(range(len(runs)), [f"seed {r['seed']}" + (" (labs)" if r["seed"] == 0 else "")
+                        color="#c44e52" if run["seed"] == LABS_SEED else "#4c72b0")
+        ax.set_xticks(range(len(runs)), [f"seed {r['seed']}" + (" (labs)" if r["seed"] == LABS_SEED else "")
                                          for r in runs], fontsize=8)
         ax.set_title(f"{LABELS[metric]}\n(n = {runs[0][f'{metric}_n']})", fontsize=9)
         ax.set_ylim(-0.04, 1.05)
