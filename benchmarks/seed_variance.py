@@ -1,6 +1,6 @@
 """Benchmark: how much does one QLoRA training run vary with its random seed?
 
-    python benchmarks/seed_variance.py               # seeds 0-4, about 25 minutes on 2 cores
+    python benchmarks/seed_variance.py               # seeds 0-4, about 15 minutes on 2 cores (24 steps)
     python benchmarks/seed_variance.py --seeds 0 7
 
 Each seed trains the profile's behaviour adapter (``training.ensure_adapter``, so an adapter already in

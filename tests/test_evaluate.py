@@ -97,6 +97,12 @@ def test_mcnemar_exact_p_values():
     assert not evaluate.mcnemar([1, 1, 1, 0], [0, 0, 0, 0]).significant   # 3 vs 0: p = 0.25
 
 
+def test_paired_outcome_in_words_follows_the_test():
+    assert evaluate.mcnemar([1] * 6, [0] * 6).outcome == "ahead of"
+    assert evaluate.mcnemar([0] * 6, [1] * 6).outcome == "behind"
+    assert evaluate.mcnemar([1, 1, 1, 0], [0, 0, 0, 0]).outcome == "not separated from"   # p = 0.25
+
+
 def test_is_handoff_reads_the_flag_or_the_words():
     assert evaluate.is_handoff(evaluate.parse_reply(prompts.answer_json("Sure!", [], True)))
     assert evaluate.is_handoff(evaluate.parse_reply("I'm passing you to a teammate."))

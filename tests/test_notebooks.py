@@ -72,7 +72,7 @@ def test_chapters_quote_only_results_the_labs_save():
     from ftrag import systems
 
     saved_by = {"rag_": "labs/01_rag.ipynb", "ft_": "labs/02_qlora.ipynb", "inject_": "labs/02_qlora.ipynb",
-                "cmp_p_": "labs/03_hybrid.ipynb"}
+                "cmp_p_": "labs/03_hybrid.ipynb", "cmp_says_": "labs/03_hybrid.ipynb"}
     lab_source = {path: "".join("".join(c["source"]) for c in _cells(REPO_ROOT / path) if c["cell_type"] == "code")
                   for path in set(saved_by.values())}
     cmp_key = re.compile(r"cmp_(base|rag|extractive_rag|fewshot_rag|constrained_rag|finetuned|hybrid)_(%s)(_ci_low|_ci_high)?$"
@@ -81,7 +81,8 @@ def test_chapters_quote_only_results_the_labs_save():
     for page in sorted((REPO_ROOT / "chapters").glob("*.md")):
         for key in re.findall(r"\{glue:text\}`(\w+)", page.read_text(encoding="utf-8")):
             prefix = next((p for p in saved_by if key.startswith(p)), None)
-            quoted = f'"{key[len(prefix):]}"' if prefix == "cmp_p_" else f'"{key}"'   # lab 3 builds cmp_p_<claim>
+            # lab 3 builds cmp_p_<claim> and cmp_says_<claim> from its claims
+            quoted = f'"{key[len(prefix):]}"' if prefix in ("cmp_p_", "cmp_says_") else f'"{key}"'
             if prefix and quoted not in lab_source[saved_by[prefix]]:
                 missing.append(f"{page.name}: {key} (not saved by {saved_by[prefix]})")
             elif prefix is None and key.startswith("cmp_") and not key.startswith("cmp_n_") and key not in ("cmp_model", "cmp_profile") \

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from ftrag import plots, profiles, seed_variance as sv, systems
+from ftrag import plots, profiles, seed_variance as sv, sweeps, systems
 from ftrag.errors import CourseError
 
 
@@ -93,27 +93,24 @@ def test_committed_results_describe_the_cpu_profile():
 def test_the_hybrid_chapter_prose_still_matches_the_committed_runs():
     """chapters/hybrid.md (section hybrid-seeds) states these in words; re-running `make bench-seeds`
     with results that break one of them means rewriting that paragraph, not this test."""
-    import statistics
-
     data = sv.load("cpu")
     head = sv.headline(data)
     # "pairs of seeds have 95% intervals that do not even overlap"
     assert head["seeds_refusal_accuracy_disjoint"] >= 1
-    # "one draw, and with these settings not a typical one"; lab 3: "with most other seeds ... far less often"
-    others = [r["refusal_accuracy"] for r in data["runs"] if r["seed"] != sv.LABS_SEED]
-    assert head["seeds_labs_refusal_accuracy"] > statistics.median(others)
-    # mistakes.md: "The labs' own run ... is the one that handed off most"
-    assert head["seeds_labs_refusal_accuracy"] == head["seeds_refusal_accuracy_max"]
-    # "the answer rate moved the other way": the run that hands off most answers least
-    most = max(data["runs"], key=lambda r: r["refusal_accuracy"])
-    assert most["answer_rate_when_retrieved"] == head["seeds_answer_rate_when_retrieved_min"]
-    # lab 2: "from almost never handing off to handing off on most unanswerable questions";
+    # lab 3: "other seeds of the same settings landed anywhere from almost never to almost always handing off";
     # ftrag.decide warning: "from almost none to most of the unanswerable questions"
-    assert head["seeds_others_refusal_accuracy_min"] <= 0.1 and head["seeds_others_refusal_accuracy_max"] > 0.5
-    # "The labs' adapter sits at one end of it: ... the fewest knowledge questions right"
-    assert head["seeds_labs_knowledge_accuracy"] == head["seeds_knowledge_accuracy_min"]
+    assert head["seeds_others_refusal_accuracy_min"] <= 0.1 and head["seeds_others_refusal_accuracy_max"] >= 0.9
+    # "the answer rate moved the other way": the run that hands off most answers least,
+    # "answered almost none of the questions it could have"
+    most = max(data["runs"], key=lambda r: r["refusal_accuracy"])
+    assert most["answer_rate_when_retrieved"] == head["seeds_answer_rate_when_retrieved_min"] <= 0.1
+    # "the sweep picked <seeds_steps> steps, and seed 0 alone would still have picked 48"
+    training = sweeps.load_saved("cpu")["training"]["rows"]
+    assert sweeps.pick_training(training)[0] == head["seeds_steps"] != 48
+    assert sweeps.pick_training([r for r in training if r["seed"] == sv.LABS_SEED])[0] == 48
     # "The voice varied less"
     assert (head["seeds_in_voice_max"] - head["seeds_in_voice_min"]
             < head["seeds_refusal_accuracy_max"] - head["seeds_refusal_accuracy_min"])
-    # "0.47 lies inside the range the seeds span on one machine" (the other CPU's run, 2026-12-02)
-    assert head["seeds_refusal_accuracy_min"] <= 0.47 <= head["seeds_refusal_accuracy_max"]
+    # "0.47 lies inside the range the 48-step seeds spanned on the dev questions" (the other CPU's run, 2026-12-02)
+    at_48 = [r["refusal_accuracy"] for r in training if (r["steps"], r["handoff_share"]) == (48, 0.2)]
+    assert min(at_48) <= 0.47 <= max(at_48)

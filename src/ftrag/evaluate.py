@@ -240,6 +240,14 @@ class PairedTest:
     def significant(self) -> bool:
         return self.p_value < 0.05
 
+    @property
+    def outcome(self) -> str:
+        """A's place against B in words a sentence can quote whatever the run measured: ``"ahead of"``,
+        ``"behind"``, or ``"not separated from"`` when p >= 0.05."""
+        if not self.significant or self.a_only == self.b_only:
+            return "not separated from"
+        return "ahead of" if self.a_only > self.b_only else "behind"
+
     def __str__(self) -> str:
         return f"{self.a_only} vs {self.b_only} discordant questions, McNemar p = {self.p_value:.3g}"
 

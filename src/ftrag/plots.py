@@ -167,23 +167,34 @@ def qlora_loss_curve(run):
     return fig
 
 
+#: Colours for training settings (steps, hand-off share), in sorted order.
+SETTING_COLORS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+
+
 def training_sweep(rows: Sequence[dict], *, picked: tuple[int, float] | None = None):
-    """Hand-off rate where a hand-off was needed against where an answer was needed, one point per
-    training run (rows from ``benchmarks/handoff_decision.py``). On the diagonal a model hands off
-    as often whether or not the context holds the answer: it has learned how often, not when."""
-    fig, ax = _fig(5.2, 4.2)
+    """The hybrid's hand-off rate on the dev split's unanswerable questions against its rate of not
+    answering where the question's article was retrieved: a small dot per training run (one seed),
+    a large one per setting at its mean over the seeds (rows from ``benchmarks/handoff_decision.py``).
+    On the diagonal a model hands off as often whether or not the context holds the answer: it has
+    learned how often, not when."""
+    from .sweeps import training_means
+
+    fig, ax = _fig(5.6, 4.4)
     ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", linewidth=1, label="no discrimination")
-    ax.axvspan(0.5, 1.0, color="#dd8452", alpha=0.08, label="hands off more than half the answerable")
+    ax.axvspan(0.5, 1.0, color="#dd8452", alpha=0.08, label="answers fewer than half (excluded)")
+    colours = dict(zip(sorted({(r["steps"], r["handoff_share"]) for r in rows}), SETTING_COLORS))
     for r in rows:
-        is_pick = picked is not None and (r["steps"], r["handoff_share"]) == tuple(picked)
-        ax.scatter(r["handoff_when_answer_needed"], r["handoff_when_needed"], s=90 if is_pick else 45,
-                   color="#55a868" if is_pick else "#4c72b0", edgecolor="black" if is_pick else "none", zorder=3)
-        ax.annotate(f"{r['steps']} steps, share {r['handoff_share']:g}" + (" (picked)" if is_pick else ""),
-                    (r["handoff_when_answer_needed"], r["handoff_when_needed"]), fontsize=7,
-                    xytext=(5, -10), textcoords="offset points")
-    ax.set(xlim=(0, 1), ylim=(0, 1.05), xlabel="hand-off reply where the context held the answer",
-           ylabel="hand-off reply where a hand-off was needed",
-           title="Behaviour adapter: when does it hand off?")
+        ax.scatter(1 - r["answer_rate_when_retrieved"], r["refusal_accuracy"], s=18, alpha=0.7,
+                   color=colours[r["steps"], r["handoff_share"]], zorder=2)
+    for m in training_means(rows):
+        key = (m["steps"], m["handoff_share"])
+        is_pick = picked is not None and key == tuple(picked)
+        ax.scatter(1 - m["answer_rate_when_retrieved"], m["refusal_accuracy"], s=110 if is_pick else 70,
+                   color=colours[key], edgecolor="black", linewidth=1.5 if is_pick else 0.5, marker="D", zorder=3,
+                   label=f"{m['steps']} steps, share {m['handoff_share']:g}: mean" + (" (picked)" if is_pick else ""))
+    ax.set(xlim=(-0.02, 1), ylim=(-0.02, 1.05), xlabel="no answer where the article was retrieved (dev)",
+           ylabel="hand-off on unanswerable questions (dev)",
+           title="Behaviour adapter as the hybrid: one dot per seed")
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

@@ -110,9 +110,9 @@ def dev_rows(system, split, questions, **fields) -> dict:
             "n_unanswerable": len(u_answers), "replies_at_token_limit": evaluate.mean(at_limit), **summary}
 
 
-def _dev_only(rows: Sequence[dict], what: str) -> None:
+def _dev_only(rows: Sequence[dict], what: str, command: str = "make sweeps-prompt") -> None:
     if not rows:
-        raise CourseError(f"The {what} sweep is empty; run `make sweeps-prompt`.")
+        raise CourseError(f"The {what} sweep is empty; run `{command}`.")
     if any(r.get("split", "dev") != "dev" for r in rows):
         raise CourseError("Settings are chosen on the dev split only; this sweep holds other rows.")
 
@@ -189,21 +189,77 @@ def pick_max_new_tokens(rows: Sequence[dict], *, tolerance: float = 0.0) -> int:
 # --------------------------------------------------------------------------- behaviour training
 
 
+#: The seeds ``make bench-handoff`` trains each setting with: one run is one draw (see
+#: :mod:`ftrag.seed_variance`), so a setting is judged by its mean over these.
+TRAINING_SEEDS = (0, 1, 2)
+#: The hybrid's dev rates a training run is judged by, averaged over its seeds.
+TRAINING_METRICS = ("refusal_accuracy", "answer_rate_when_retrieved", "knowledge_accuracy", "schema_validity")
+
+
+def training_means(rows: Sequence[dict]) -> list[dict]:
+    """One row per training setting ``(steps, handoff_share)`` of ``benchmarks/handoff_decision.py``'s
+    per-seed rows: each of :data:`TRAINING_METRICS` averaged over the seeds, with the lowest and
+    highest seed (``<metric>_min``, ``<metric>_max``) and the seeds themselves. Every setting must
+    have been trained with the same seeds, measured on the dev split."""
+    _dev_only(rows, "training", "make bench-handoff")
+    groups: dict[tuple[int, float], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((int(r["steps"]), float(r["handoff_share"])), []).append(r)
+    seed_sets = {key: sorted(r["seed"] for r in group) for key, group in groups.items()}
+    if len({tuple(s) for s in seed_sets.values()}) > 1 or any(len(set(s)) != len(s) for s in seed_sets.values()):
+        raise CourseError(f"Each training setting must be measured once with the same seeds; got {seed_sets}. "
+                          "Run `make bench-handoff` again.")
+    means = []
+    for (steps, share), group in sorted(groups.items()):
+        row = {"steps": steps, "handoff_share": share, "seeds": seed_sets[(steps, share)],
+               "handoff_chats": group[0]["handoff_chats"], "train_chats": group[0]["train_chats"]}
+        for metric in TRAINING_METRICS:
+            values = [g[metric] for g in group]
+            row[metric] = evaluate.mean(values)
+            row[f"{metric}_min"], row[f"{metric}_max"] = min(values), max(values)
+        means.append(row)
+    return means
+
+
 def pick_training(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> tuple[int, float]:
-    """``(steps, handoff_share)`` of the behaviour adapter: among the runs that still answer at least
-    ``min_answer_rate`` of the prompts whose context holds the answer, the one that hands off most
-    often where it should; on a tie, fewer steps. When no run answers that often, the constraint
-    comes first: the run that answers most (a "hand everything off" adapter is never the pick).
-    Measured on the behaviour validation chats and format prompts
-    (``benchmarks/handoff_decision.py``), never on the evaluation questions."""
-    if not rows:
-        raise CourseError("The training sweep is empty; run `make bench-handoff`.")
-    answering = [r for r in rows if 1 - r["handoff_when_answer_needed"] >= min_answer_rate]
+    """``(steps, handoff_share)`` of the behaviour adapter, judged as the hybrid on the dev split and
+    averaged over the seeds each setting was trained with (:func:`training_means`): among the
+    settings whose replies still answer at least ``min_answer_rate`` of the dev questions whose
+    article was retrieved, the one that hands off most often on the unanswerable ones; on a tie,
+    fewer steps. When none answers that often, the constraint comes first: the setting that answers
+    most (a "hand everything off" adapter is never the pick). Never measured on the test split."""
+    means = training_means(rows)
+    answering = [r for r in means if r["answer_rate_when_retrieved"] >= min_answer_rate]
     if answering:
-        best = min(answering, key=lambda r: (-r["handoff_when_needed"], r["steps"], -r["handoff_share"]))
+        best = min(answering, key=lambda r: (-round(r["refusal_accuracy"], 9), r["steps"], -r["handoff_share"]))
     else:
-        best = min(rows, key=lambda r: (r["handoff_when_answer_needed"], -r["handoff_when_needed"], r["steps"]))
+        best = min(means, key=lambda r: (-r["answer_rate_when_retrieved"], -r["refusal_accuracy"], r["steps"]))
     return best["steps"], best["handoff_share"]
+
+
+def training_headline(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> dict[str, object]:
+    """The training sweep's figures a page quotes (glued as ``training_*``): how many settings and
+    seeds, how many settings answered too rarely to qualify, and the pick's mean, lowest and highest
+    seed for the hand-off rate on unanswerable questions and the answer rate where the article was
+    retrieved (dev split)."""
+    means = training_means(rows)
+    steps, share = pick_training(rows, min_answer_rate=min_answer_rate)
+    pick = next(m for m in means if (m["steps"], m["handoff_share"]) == (steps, share))
+    out: dict[str, object] = {
+        "training_settings_n": len(means), "training_seeds_n": len(pick["seeds"]),
+        "training_excluded_n": sum(m["answer_rate_when_retrieved"] < min_answer_rate for m in means),
+        "training_pick_steps": steps, "training_pick_share": share, "training_pick_handoff_chats": pick["handoff_chats"],
+    }
+    for metric, key in (("refusal_accuracy", "refusal"), ("answer_rate_when_retrieved", "answers")):
+        for suffix in ("", "_min", "_max"):
+            out[f"training_pick_{key}{suffix}"] = pick[f"{metric}{suffix}"]
+    others = sorted((m for m in means if m is not pick and m["answer_rate_when_retrieved"] >= min_answer_rate),
+                    key=lambda m: -m["refusal_accuracy"])
+    if others:   # the qualifying setting that handed off most after the pick
+        out.update({"training_runner_up_steps": others[0]["steps"], "training_runner_up_share": others[0]["handoff_share"],
+                    "training_runner_up_refusal": others[0]["refusal_accuracy"],
+                    "training_runner_up_answers": others[0]["answer_rate_when_retrieved"]})
+    return out
 
 
 # --------------------------------------------------------------------------- chunking
