@@ -104,7 +104,7 @@ def test_the_hybrid_chapter_prose_still_matches_the_committed_runs():
     # "answered almost none of the questions it could have"
     most = max(data["runs"], key=lambda r: r["refusal_accuracy"])
     assert most["answer_rate_when_retrieved"] == head["seeds_answer_rate_when_retrieved_min"] <= 0.1
-    # "the sweep picked <seeds_steps> steps, and seed 0 alone would still have picked 48"
+    # "the sweep picked <seeds_steps> steps, and seed 0 alone would have picked 48 again"
     training = sweeps.load_saved("cpu")["training"]["rows"]
     assert sweeps.pick_training(training)[0] == head["seeds_steps"] != 48
     assert sweeps.pick_training([r for r in training if r["seed"] == sv.LABS_SEED])[0] == 48
