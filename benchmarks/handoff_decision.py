@@ -79,6 +79,7 @@ def main() -> None:
             make_finetune.write(Path(tmp), share)
             train = data.load_finetune("train", Path(tmp) / "train.jsonl")
             val = data.load_finetune("val", Path(tmp) / "val.jsonl")
+        handoff_chats = sum(e.kind == "handoff" for e in train)
         for seed in seeds:
             start = time.perf_counter()
             run = training.ensure_adapter(profile.with_training(max_steps=steps, seed=seed), "behaviour", train, val)
@@ -90,7 +91,7 @@ def main() -> None:
             del generator, hybrid
             gc.collect()
             saved.append({"steps": steps, "handoff_share": share, "seed": seed, "split": dev["split"],
-                          "handoff_chats": sum(e.kind == "handoff" for e in train), "train_chats": len(train),
+                          "handoff_chats": handoff_chats, "train_chats": len(train),
                           **{m: dev[m] for m in sweeps.TRAINING_METRICS},
                           "n_knowledge": dev["n_knowledge"], "n_unanswerable": dev["n_unanswerable"],
                           "json_valid": report["json_valid"],
