@@ -155,6 +155,24 @@ def test_cpu_profile_uses_the_top_k_and_token_limit_the_dev_sweeps_picked(saved)
     assert cpu.max_new_tokens == sweeps.pick_max_new_tokens(saved["max_new_tokens"]["rows"])
 
 
+def test_hybrid_top_k_was_swept_with_the_labs_current_adapter(saved):
+    """The hybrid's top-k pick depends on the adapter: a new training pick makes it stale."""
+    sys.path.insert(0, str(REPO_ROOT / "data" / "scripts"))
+    import make_finetune
+
+    cpu = profiles.get_profile("cpu")
+    assert saved["top_k"].get("adapter") == sweeps.adapter_settings(cpu, make_finetune.HANDOFF_SHARE), (
+        "results/cpu/sweeps.json's hybrid top-k rows were measured with another adapter: run `make sweeps`")
+
+
+def test_rerunning_one_system_keeps_the_other_systems_saved_rows():
+    old = [_row("rag", 1, 0.3), _row("hybrid", 1, 0.2), _row("hybrid", 2, 0.1)]
+    new = [_row("hybrid", 1, 0.25), _row("hybrid", 2, 0.4)]
+    merged = sweeps.merge_system_rows(old, new)
+    assert merged == [_row("rag", 1, 0.3), *new]
+    assert sweeps.pick_top_k(merged, "hybrid") == 2 and sweeps.pick_top_k(merged, "rag") == 1
+
+
 def test_cpu_profile_trains_the_length_and_data_mix_the_training_sweep_picked(saved):
     sys.path.insert(0, str(REPO_ROOT / "data" / "scripts"))
     import make_finetune
@@ -256,3 +274,24 @@ def test_what_the_qlora_lab_says_about_the_training_sweep_holds_for_the_saved_on
     alone = sweeps.pick_training(seed0)
     assert alone[0] == 48 and alone != sweeps.pick_training(rows)
     assert next(r for r in seed0 if (r["steps"], r["handoff_share"]) == alone)["refusal_accuracy"] > 0.5
+
+
+def test_what_the_rag_lab_says_about_the_top_k_sweep_holds_for_the_saved_one(saved):
+    """Lab 1 describes the saved top-k sweep in words (section lab-rag-overload); if `make sweeps` is
+    re-run and a claim no longer holds, rewrite that paragraph."""
+    rows = {(r["system"], r["top_k"]): r for r in saved["top_k"]["rows"]}
+    n = len(data.load_all().dev.knowledge)
+    right = {key: round(r["knowledge_accuracy"] * n) for key, r in rows.items()}
+    # "picked a single chunk for both systems ... 17 of 54 ... more than from two, three, five or ten"
+    assert saved["top_k"]["picked"] == {"rag": 1, "hybrid": 1} and n == 54
+    for system in ("rag", "hybrid"):
+        assert right[(system, 1)] == 17 and all(right[(system, k)] < 17 for k in sweeps.TOP_K_CHOICES[1:])
+    # "ten chunks made the prompt five times longer"
+    assert round(rows[("rag", 10)]["prompt_tokens"] / rows[("rag", 1)]["prompt_tokens"]) == 5
+    # "schema validity fell from 0.95 at one chunk to 0.17 at ten"
+    assert (round(rows[("hybrid", 1)]["schema_validity"], 2), round(rows[("hybrid", 10)]["schema_validity"], 2)) == (0.95, 0.17)
+    # "hand off ... 5 of 10, against 2 of 10 with two chunks ... (0.83 against 0.92)"
+    assert [round(rows[("hybrid", k)]["refusal_accuracy"] * rows[("hybrid", k)]["n_unanswerable"]) for k in (1, 2)] == [5, 2]
+    assert [round(rows[("hybrid", k)]["answer_rate_when_retrieved"], 2) for k in (1, 2)] == [0.83, 0.92]
+    # "at one and two chunks the hybrid got 17 and 15 of 54 right"
+    assert (right[("hybrid", 1)], right[("hybrid", 2)]) == (17, 15)

@@ -67,6 +67,20 @@ def save(profile_name: str, section: str, payload: dict) -> Path:
     return path
 
 
+def merge_system_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
+    """``new`` plus the rows of ``old`` for systems ``new`` does not cover: re-running one system's
+    sweep (``--systems hybrid``) keeps the other system's saved rows."""
+    redone = {r["system"] for r in new}
+    return [r for r in old if r["system"] not in redone] + list(new)
+
+
+def adapter_settings(profile, handoff_share: float) -> dict:
+    """The training settings of the adapter a hybrid sweep ran with: saved beside its rows, so a test
+    can tell when the profile's adapter has changed since (the hybrid's picks are then stale)."""
+    t = profile.training
+    return {"steps": t.max_steps, "handoff_share": handoff_share, "seed": t.seed}
+
+
 def _cores() -> int:
     import os
 
