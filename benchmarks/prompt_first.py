@@ -46,8 +46,8 @@ def main() -> None:
         instruction_rows.append(sweeps.dev_rows(system, dev, course.knowledge, instruction=name))
         _print(instruction_rows[-1], f"instruction {name}", start)
     instruction = sweeps.pick_rag_instruction(instruction_rows)
-    sweeps.save(profile.name, "rag_instruction", {"rows": instruction_rows, "picked": instruction,
-                                                  "top_k": profile.retrieval_top_k})
+    ran_with = {"top_k": profile.retrieval_top_k, "max_new_tokens": profile.max_new_tokens}
+    sweeps.save(profile.name, "rag_instruction", {"rows": instruction_rows, "picked": instruction, **ran_with})
 
     few_rows = []
     for k in sweeps.FEW_SHOT_CHOICES:
@@ -58,7 +58,7 @@ def main() -> None:
         few_rows.append(sweeps.dev_rows(system, dev, course.knowledge, few_shot_k=k))
         _print(few_rows[-1], f"few-shot k={k}", start)
     k = sweeps.pick_few_shot(few_rows)
-    sweeps.save(profile.name, "few_shot", {"rows": few_rows, "picked": k, "top_k": profile.retrieval_top_k})
+    sweeps.save(profile.name, "few_shot", {"rows": few_rows, "picked": k, **ran_with})
 
     constrained_rows = []
     for cap in sweeps.MAX_ANSWER_CHARS_CHOICES:
@@ -70,8 +70,7 @@ def main() -> None:
         constrained_rows.append(row)
         _print(row, f"constrained, answer <= {cap} chars", start)
     cap = sweeps.pick_max_answer_chars(constrained_rows)
-    path = sweeps.save(profile.name, "constrained", {"rows": constrained_rows, "picked": cap,
-                                                      "top_k": profile.retrieval_top_k})
+    path = sweeps.save(profile.name, "constrained", {"rows": constrained_rows, "picked": cap, **ran_with})
     print(f"picked: the {instruction!r} instruction for knowledge-first RAG, {k} few-shot examples, answers "
           f"capped at {cap} characters (saved to {path})")
 

@@ -18,20 +18,13 @@ file and a unit test fails when the profile's settings disagree with it. Replies
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--systems", nargs="+", default=["rag", "hybrid"], choices=["rag", "hybrid"])
     args = parser.parse_args()
-
-    sys.path.insert(0, str(REPO / "data" / "scripts"))
-    import make_finetune
 
     from ftrag import data, profiles, rag, sweeps, systems, training
     from ftrag.errors import CourseError
@@ -72,7 +65,7 @@ def main() -> None:
     top_k_rows = sweeps.merge_system_rows(saved.get("top_k", {}).get("rows", []), top_k_rows)
     budget_rows = sweeps.merge_system_rows(saved.get("max_new_tokens", {}).get("rows", []), budget_rows)
     picks = {name: sweeps.pick_top_k(top_k_rows, name) for name in sorted({r["system"] for r in top_k_rows})}
-    adapter = (sweeps.adapter_settings(profile, make_finetune.HANDOFF_SHARE) if "hybrid" in args.systems
+    adapter = (sweeps.adapter_settings(profile) if "hybrid" in args.systems
                else saved.get("top_k", {}).get("adapter"))
     sweeps.save(profile.name, "top_k", {"rows": top_k_rows, "picked": picks, "adapter": adapter})
     budget = sweeps.pick_max_new_tokens(budget_rows)

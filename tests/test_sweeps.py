@@ -2,7 +2,6 @@
 sweeps picked."""
 import dataclasses
 import json
-import sys
 
 import pytest
 
@@ -157,11 +156,8 @@ def test_cpu_profile_uses_the_top_k_and_token_limit_the_dev_sweeps_picked(saved)
 
 def test_hybrid_top_k_was_swept_with_the_labs_current_adapter(saved):
     """The hybrid's top-k pick depends on the adapter: a new training pick makes it stale."""
-    sys.path.insert(0, str(REPO_ROOT / "data" / "scripts"))
-    import make_finetune
-
     cpu = profiles.get_profile("cpu")
-    assert saved["top_k"].get("adapter") == sweeps.adapter_settings(cpu, make_finetune.HANDOFF_SHARE), (
+    assert saved["top_k"].get("adapter") == sweeps.adapter_settings(cpu), (
         "results/cpu/sweeps.json's hybrid top-k rows were measured with another adapter: run `make sweeps`")
 
 
@@ -174,15 +170,12 @@ def test_rerunning_one_system_keeps_the_other_systems_saved_rows():
 
 
 def test_cpu_profile_trains_the_length_and_data_mix_the_training_sweep_picked(saved):
-    sys.path.insert(0, str(REPO_ROOT / "data" / "scripts"))
-    import make_finetune
-
     course = data.load_all()
     rows = saved["training"]["rows"]
     steps, share = sweeps.pick_training(rows)
     assert (steps, share) == (saved["training"]["picked"]["steps"], saved["training"]["picked"]["handoff_share"])
     assert profiles.get_profile("cpu").training.max_steps == steps
-    assert make_finetune.HANDOFF_SHARE == share
+    assert data.FINETUNE_HANDOFF_SHARE == share
     picked = [r for r in rows if (r["steps"], r["handoff_share"]) == (steps, share)]
     assert {r["handoff_chats"] for r in picked} == {sum(e.kind == "handoff" for e in course.finetune_train)}
     # judged on the dev split, by the labs' hybrid, over several seeds that include the labs' own
@@ -206,6 +199,15 @@ def test_cpu_profile_prompts_with_the_instruction_few_shot_k_and_answer_cap_the_
     assert {r["split"] for r in rows} == {"dev"} and saved["rag_instruction"]["top_k"] == cpu.retrieval_top_k
     assert {r["instruction"] for r in rows} == set(sweeps.RAG_INSTRUCTION_CHOICES)
     assert cpu.rag_instruction == sweeps.pick_rag_instruction(rows) == saved["rag_instruction"]["picked"]
+
+
+def test_prompt_sweeps_ran_with_the_profiles_token_limit(saved):
+    """A pick made at another max_new_tokens is stale: re-run `make sweeps-prompt` after `make sweeps`."""
+    cpu = profiles.get_profile("cpu")
+    for section in ("rag_instruction", "few_shot", "constrained"):
+        assert saved[section].get("max_new_tokens") == cpu.max_new_tokens == saved["max_new_tokens"]["picked"], (
+            f"{section} was chosen at max_new_tokens={saved[section].get('max_new_tokens')}, the cpu profile "
+            f"uses {cpu.max_new_tokens}: re-run `make sweeps-prompt`")
 
 
 def test_missing_or_torn_sweeps_file_is_a_clear_error(tmp_path, monkeypatch):

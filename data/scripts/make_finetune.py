@@ -40,12 +40,11 @@ if str(REPO / "src") not in sys.path:
 
 from practice_pool import CHITCHAT, FACTS, OPEN_QUESTIONS  # noqa: E402
 
+from ftrag.data import FINETUNE_HANDOFF_SHARE as HANDOFF_SHARE  # noqa: E402  (the pick of `make bench-handoff`)
 from ftrag.evaluate import parse_reply, voice_checks  # noqa: E402
 from ftrag.prompts import HANDOFF_ANSWER, answer_json, chat  # noqa: E402
 
 SEED = 20240917
-#: Share of the training facts that also get a hand-off chat (the same question without its passage).
-HANDOFF_SHARE = 0.2  # the pick of `make bench-handoff` (results/cpu/sweeps.json)
 VAL_BUSINESSES = ("vet", "music", "carshare")  # held out: val passages are about unseen businesses
 VAL_CHITCHAT = 4
 MAX_ANSWER_WORDS = 40

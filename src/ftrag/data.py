@@ -41,6 +41,10 @@ REGIONS = ("us", "eu", "uk", "international")
 CHAT_ROLES = ("system", "user", "assistant")
 CHAT_KINDS = ("grounded", "handoff", "chitchat")
 FINETUNE_SPLITS = ("train", "val")
+#: Share of the training facts in ``finetune/train.jsonl`` that also get a hand-off chat (the same question
+#: without its passage). The pick of ``make bench-handoff`` (results/cpu/sweeps.json, section "training");
+#: ``data/scripts/make_finetune.py`` builds the shipped files with it.
+FINETUNE_HANDOFF_SHARE = 0.2
 INJECT_SPLITS = ("train", "test", "facts")
 EVAL_SPLITS = ("dev", "test")
 

@@ -74,11 +74,13 @@ def merge_system_rows(old: Sequence[dict], new: Sequence[dict]) -> list[dict]:
     return [r for r in old if r["system"] not in redone] + list(new)
 
 
-def adapter_settings(profile, handoff_share: float) -> dict:
+def adapter_settings(profile) -> dict:
     """The training settings of the adapter a hybrid sweep ran with: saved beside its rows, so a test
     can tell when the profile's adapter has changed since (the hybrid's picks are then stale)."""
+    from .data import FINETUNE_HANDOFF_SHARE
+
     t = profile.training
-    return {"steps": t.max_steps, "handoff_share": handoff_share, "seed": t.seed}
+    return {"steps": t.max_steps, "handoff_share": FINETUNE_HANDOFF_SHARE, "seed": t.seed}
 
 
 def _cores() -> int:
