@@ -25,19 +25,13 @@ import time
 
 
 def main() -> None:
-    from ftrag import data, few_shot, profiles, rag, sweeps, systems
+    from ftrag import few_shot, profiles, sweeps, systems
 
-    profile = profiles.get_profile()
-    course = data.load_all()
+    profile, course, retriever = sweeps.dev_setup()
     dev = course.dev  # the only questions this script reads
-    rag.configure(profile)
-    index = rag.ensure_index(course.kb)
-    retriever = rag.Retriever(index, top_k=profile.retrieval_top_k)
     tokenizer = profiles.load_tokenizer(profile)
     model = profiles.load_model(profile)
     base = systems.base_generator(profile, model=model, tokenizer=tokenizer)
-    print(f"{profile.name} profile, {profiles.device_summary(profile)}; dev split: {len(dev.knowledge)} "
-          f"knowledge + {len(dev.unanswerable)} unanswerable questions; RAG top-{profile.retrieval_top_k}")
 
     instruction_rows = []
     for name in sweeps.RAG_INSTRUCTION_CHOICES:

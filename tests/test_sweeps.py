@@ -201,6 +201,40 @@ def test_cpu_profile_prompts_with_the_instruction_few_shot_k_and_answer_cap_the_
     assert cpu.rag_instruction == sweeps.pick_rag_instruction(rows) == saved["rag_instruction"]["picked"]
 
 
+def test_the_gate_pick_balances_hand_offs_against_answers_and_prefers_no_gate_on_a_tie():
+    def row(t, refused, answered, split="dev"):
+        return {"handoff_below": t, "refusal_accuracy": refused, "answer_rate_when_retrieved": answered, "split": split}
+
+    rows = [row(0.0, 0.5, 0.8), row(0.4, 0.7, 0.7), row(0.5, 1.0, 0.2)]
+    assert sweeps.pick_handoff_gate(rows) == 0.4                      # balance 0.65 / 0.70 / 0.60
+    assert sweeps.pick_handoff_gate([row(0.0, 0.5, 0.9), row(0.4, 0.6, 0.8)]) == 0.0   # a tie: no gate
+    with pytest.raises(CourseError, match="dev split only"):
+        sweeps.pick_handoff_gate(rows + [row(0.45, 1.0, 1.0, split="test")])
+    with pytest.raises(CourseError, match="make sweeps-gate"):
+        sweeps.pick_handoff_gate([])
+
+
+def test_the_gate_headline_quotes_the_rows_without_a_gate_and_at_the_pick():
+    rows = [{"handoff_below": t, "refusal_accuracy": r, "answer_rate_when_retrieved": a, "split": "dev"}
+            for t, r, a in ((0.0, 0.5, 0.8), (0.4, 0.8, 0.7), (0.5, 0.9, 0.3))]
+    assert sweeps.gate_headline(rows) == {"gate_dev_threshold": 0.4, "gate_dev_refusal_without": 0.5,
+                                          "gate_dev_refusal_with": 0.8, "gate_dev_answers_without": 0.8,
+                                          "gate_dev_answers_with": 0.7}
+    with pytest.raises(CourseError, match="no row without a gate"):
+        sweeps.gate_headline(rows[1:])
+
+
+def test_cpu_profile_gates_the_hybrid_where_the_dev_sweep_picked_with_the_labs_settings(saved):
+    cpu = profiles.get_profile("cpu")
+    section = saved["handoff_gate"]
+    assert {r["split"] for r in section["rows"]} == {"dev"}
+    assert {r["handoff_below"] for r in section["rows"]} == set(sweeps.HANDOFF_GATE_CHOICES)
+    assert cpu.handoff_gate == sweeps.pick_handoff_gate(section["rows"]) == section["picked"]
+    assert (section["top_k"], section["max_new_tokens"], section["adapter"]) == (
+        cpu.hybrid_top_k, cpu.max_new_tokens, sweeps.adapter_settings(cpu)), (
+        "the gate was chosen in front of another hybrid: re-run `make sweeps-gate`")
+
+
 def test_prompt_sweeps_ran_with_the_profiles_token_limit(saved):
     """A pick made at another max_new_tokens is stale: re-run `make sweeps-prompt` after `make sweeps`."""
     cpu = profiles.get_profile("cpu")

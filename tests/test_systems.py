@@ -150,3 +150,56 @@ def test_answers_table_keeps_whole_replies():
     styled = systems.answers_table([_answer("k1", long_reply)], QUESTIONS)
     assert styled.data.loc[0, "reply"] == long_reply and bool(styled.data.loc[0, "correct"])
     assert long_reply.strip() in styled.to_html()
+
+
+# --------------------------------------------------------------------------- the hand-off gate
+
+
+class _CountingGenerator:
+    """Answers every prompt with a priced reply, and records which prompts reached it."""
+
+    max_new_tokens = 16
+
+    def __init__(self):
+        self.asked = []
+
+    def generate(self, conversations, desc=None, **_):
+        self.asked += [c[-1]["content"] for c in conversations]
+        return [Generation(prompts.answer_json("It costs $4.99. Stay bright!", []), 50, 9, 0.2, 0.2)
+                for _ in conversations]
+
+
+class _ScoredRetriever:
+    """The best chunk's score is read from the question: "q@0.30" retrieves one chunk scored 0.30."""
+
+    def retrieve_many(self, questions):
+        chunks = [[RetrievedChunk("kb-plus", "kb-plus-0", float(q.split("@")[1]), "text")] for q in questions]
+        return chunks, [0.0] * len(questions)
+
+
+def test_the_gate_hands_off_below_its_threshold_without_asking_the_model():
+    generator = _CountingGenerator()
+    gated = systems.System("gated", generator, _ScoredRetriever(), handoff_below=0.45)
+    answers = gated.ask([("a", "q@0.30"), ("b", "q@0.45"), ("c", "q@0.80")])
+    assert [systems.is_handoff(a) for a in answers] == [True, False, False]
+    assert len(generator.asked) == 2 and not any("q@0.30" in p for p in generator.asked)
+    handoff = answers[0]
+    assert handoff.parsed.valid and handoff.parsed.needs_human and all(evaluate.voice_checks(handoff.text).values())
+    assert handoff.reply.prompt_tokens == 0 and handoff.retrieved_ids == ("kb-plus",)
+    # every question below the threshold: the model is not called at all
+    assert all(systems.is_handoff(a) for a in gated.ask([("d", "q@0.10")])) and len(generator.asked) == 2
+
+
+def test_without_a_gate_every_question_reaches_the_model():
+    generator = _CountingGenerator()
+    answers = systems.System("plain", generator, _ScoredRetriever()).ask([("a", "q@0.01"), ("b", "q@0.9")])
+    assert len(generator.asked) == 2 and not any(systems.is_handoff(a) for a in answers)
+
+
+def test_a_gate_without_a_retriever_is_a_clear_error():
+    import pytest
+
+    from ftrag.errors import CourseError
+
+    with pytest.raises(CourseError, match="give it a retriever"):
+        systems.System("closed book", _CountingGenerator(), handoff_below=0.4)

@@ -35,6 +35,18 @@ def glue_seed_variance(profile_name: str = "cpu") -> dict[str, object]:
     return data
 
 
+def glue_handoff_gate(profile_name: str = "cpu") -> dict[str, float]:
+    """Glue the ``gate_dev_*`` figures of the hand-off gate sweep (``make sweeps-gate``, dev split)."""
+    from myst_nb import glue
+
+    from . import sweeps
+
+    figures = sweeps.gate_headline(sweeps.load_saved(profile_name)["handoff_gate"]["rows"])
+    for key, value in figures.items():
+        glue(key, value, display=False)
+    return figures
+
+
 def significant(value: float, digits: int = 2) -> float:
     """``value`` rounded to ``digits`` significant figures, for numbers whose inputs are guesses:
     a break-even point of 10,000,489 requests computed from assumed prices is "about 10,000,000".

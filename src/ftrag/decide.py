@@ -241,7 +241,8 @@ def _warnings(approach: str, problem: str, answers: dict[str, bool],
     if behaviour_gap and flags["schema_only"]:
         warnings.append("a strict schema alone: try constrained decoding before training; it enforces "
                         "the syntax at generation time with no training data, but not a voice or the "
-                        "decision to hand off, which still need a prompt or a fine-tune")
+                        "decision to hand off, which still need a prompt or a fine-tune (for hand-offs, "
+                        "also try a similarity threshold on retrieval, as lab 3's gated hybrid does)")
     if approach in ("fine-tune", "hybrid"):
         warnings.append("keep a held-out test set and compare against the prompted base model; "
                         "retrain when the behaviour spec changes")

@@ -100,7 +100,7 @@ METRIC_LABELS = {
 }
 SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "extractive_rag": "#937860", "fewshot_rag": "#8172b3",
                  "constrained_rag": "#64b5cd",
-                 "finetuned": "#dd8452", "hybrid": "#55a868"}
+                 "finetuned": "#dd8452", "hybrid": "#55a868", "gated_hybrid": "#2f6b3a"}
 
 
 def comparison_bars(comparison, *, title: str | None = None):

@@ -27,6 +27,8 @@ FEW_SHOT_CHOICES = (0, 1, 2, 4)
 MAX_ANSWER_CHARS_CHOICES = (160, 240, 320)
 #: The RAG instructions tried for knowledge alone (ftrag.prompts.INSTRUCTIONS), the course's schema first.
 RAG_INSTRUCTION_CHOICES = ("json", "plain", "quote", "extract", "llamaindex")
+#: Hand-off gate thresholds tried in front of the hybrid (cosine similarity of the best chunk; 0 = no gate).
+HANDOFF_GATE_CHOICES = (0.0, 0.35, 0.40, 0.45, 0.50, 0.55)
 
 
 def saved_path(profile_name: str) -> Path:
@@ -111,6 +113,23 @@ def pick_top_k(rows: Sequence[dict], system: str) -> int:
     if any(r.get("split", "dev") != "dev" for r in mine):
         raise CourseError("Settings are chosen on the dev split only; this sweep holds other rows.")
     return min(mine, key=lambda r: (-r["knowledge_accuracy"], r["top_k"]))["top_k"]
+
+
+def dev_setup(*, hybrid: bool = False):
+    """What a dev-split sweep script starts from: the active profile, the course data and a retriever over
+    the help-centre index at the profile's RAG (or, with ``hybrid``, the hybrid's) top-k. Prints what
+    the sweep measures on."""
+    from . import data, profiles, rag
+
+    profile = profiles.get_profile()
+    course = data.load_all()
+    rag.configure(profile)
+    k = profile.hybrid_top_k if hybrid else profile.retrieval_top_k
+    retriever = rag.Retriever(rag.ensure_index(course.kb), top_k=k)
+    print(f"{profile.name} profile, {profiles.device_summary(profile)}; dev split: {len(course.dev.knowledge)} "
+          f"knowledge + {len(course.dev.unanswerable)} unanswerable questions; {'hybrid' if hybrid else 'RAG'} "
+          f"top-{k}", flush=True)
+    return profile, course, retriever
 
 
 def dev_rows(system, split, questions, **fields) -> dict:
@@ -276,6 +295,38 @@ def training_headline(rows: Sequence[dict], *, min_answer_rate: float = 0.5) -> 
                     "training_runner_up_refusal": others[0]["refusal_accuracy"],
                     "training_runner_up_answers": others[0]["answer_rate_when_retrieved"]})
     return out
+
+
+# --------------------------------------------------------------------------- hand-off gate
+
+
+def pick_handoff_gate(rows: Sequence[dict]) -> float:
+    """The hand-off gate in front of the hybrid (``System(handoff_below=...)``): the threshold with the
+    best balance of the two ways a hand-off decision can fail, the mean of the hand-off rate on the
+    unanswerable dev questions and the answer rate on the dev questions whose article was retrieved (a
+    missed hand-off and a needless one count the same); on a tie the lower threshold, which sends more
+    questions to the model. 0 (no gate) is a candidate, so a gate that does not help is not picked."""
+    _dev_only(rows, "hand-off gate", "make sweeps-gate")
+    return min(rows, key=lambda r: (-round(gate_balance(r), 9), r["handoff_below"]))["handoff_below"]
+
+
+def gate_balance(row: dict) -> float:
+    """What :func:`pick_handoff_gate` maximises for one row."""
+    return (row["refusal_accuracy"] + row["answer_rate_when_retrieved"]) / 2
+
+
+def gate_headline(rows: Sequence[dict]) -> dict[str, float]:
+    """The gate sweep's dev figures a page quotes (glued as ``gate_dev_*``): the picked threshold, and the
+    hybrid's hand-off and answer rates with no gate and with the picked one."""
+    picked = pick_handoff_gate(rows)
+    by_threshold = {r["handoff_below"]: r for r in rows}
+    if 0.0 not in by_threshold:
+        raise CourseError("The hand-off gate sweep has no row without a gate; run `make sweeps-gate`.")
+    without, with_gate = by_threshold[0.0], by_threshold[picked]
+    return {"gate_dev_threshold": picked,
+            "gate_dev_refusal_without": without["refusal_accuracy"], "gate_dev_refusal_with": with_gate["refusal_accuracy"],
+            "gate_dev_answers_without": without["answer_rate_when_retrieved"],
+            "gate_dev_answers_with": with_gate["answer_rate_when_retrieved"]}
 
 
 # --------------------------------------------------------------------------- chunking

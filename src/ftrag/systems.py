@@ -11,6 +11,11 @@ system         weights                     context
 
 All four send the same system prompt (:mod:`ftrag.prompts`) and are scored by the same functions,
 so their numbers are comparable by construction.
+
+A retrieval system can also put a **hand-off gate** in front of its model (``System(...,
+handoff_below=t)``): when the best retrieved chunk's similarity is below ``t``, the question never
+reaches the model and the system sends the fixed hand-off reply. The threshold is chosen on the dev
+split (``make sweeps-gate``, :func:`ftrag.sweeps.pick_handoff_gate`).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import evaluate, prompts
+from .errors import CourseError
 from .evaluate import ParsedReply
 from .generation import GENERATION_VERSION, Generation, Generator  # noqa: F401  (re-exported)
 from .rag import RetrievedChunk, Retriever, passages
@@ -57,6 +63,11 @@ class Answer:
         return self.reply.seconds + self.retrieval_seconds
 
 
+#: What a gated system sends instead of asking its model: the schema's hand-off, in the brand voice.
+GATED_REPLY = Generation(text=prompts.answer_json(prompts.HANDOFF_ANSWER, [], needs_human=True),
+                         prompt_tokens=0, new_tokens=0, seconds=0.0, batch_seconds=0.0)
+
+
 @dataclass
 class System:
     name: str
@@ -64,10 +75,21 @@ class System:
     retriever: Retriever | None = None
     examples: tuple[dict[str, str], ...] = ()  # few-shot turns between the system prompt and the question
     instruction: str = "json"  # the system prompt (ftrag.prompts.INSTRUCTIONS): the answer schema unless changed
+    # Hand off without asking the model when the best chunk's score (a cosine similarity with the dense
+    # retriever) is below this; 0 = no gate.
+    handoff_below: float = 0.0
+
+    def __post_init__(self):
+        if self.handoff_below and self.retriever is None:
+            raise CourseError(f"System {self.name!r}: a hand-off gate reads retrieval scores; give it a retriever.")
 
     @property
     def uses_retrieval(self) -> bool:
         return self.retriever is not None
+
+    def gated(self, retrieved: Sequence[RetrievedChunk]) -> bool:
+        """Whether the gate hands this question off before the model sees it."""
+        return self.handoff_below > 0 and (not retrieved or retrieved[0].score < self.handoff_below)
 
     def conversations(self, questions: Sequence[str]):
         if self.retriever is None:
@@ -86,7 +108,11 @@ class System:
         ids = [i for i, _ in items]
         questions = [q for _, q in items]
         convs, retrieved, seconds = self.conversations(questions)
-        replies = self.generator.generate(convs, desc=desc or f"{self.name}: answering", max_new_tokens=max_new_tokens)
+        gated = [self.gated(chunks) for chunks in retrieved]
+        asked = [conv for conv, g in zip(convs, gated) if not g]
+        generated = iter(self.generator.generate(asked, desc=desc or f"{self.name}: answering",
+                                                 max_new_tokens=max_new_tokens) if asked else ())
+        replies = [GATED_REPLY if g else next(generated) for g in gated]
         return [Answer(i, q, r, evaluate.parse_reply(r.text), ctx, s)
                 for i, q, r, ctx, s in zip(ids, questions, replies, retrieved, seconds)]
 
