@@ -203,3 +203,7 @@ def test_a_gate_without_a_retriever_is_a_clear_error():
 
     with pytest.raises(CourseError, match="give it a retriever"):
         systems.System("closed book", _CountingGenerator(), handoff_below=0.4)
+    keyword_retriever = _ScoredRetriever()
+    keyword_retriever.mode = "bm25"   # BM25 and fused scores are not similarities: a threshold means nothing
+    with pytest.raises(CourseError, match="mode='dense'"):
+        systems.System("gated bm25", _CountingGenerator(), keyword_retriever, handoff_below=0.4)

@@ -82,6 +82,9 @@ class System:
     def __post_init__(self):
         if self.handoff_below and self.retriever is None:
             raise CourseError(f"System {self.name!r}: a hand-off gate reads retrieval scores; give it a retriever.")
+        if self.handoff_below and getattr(self.retriever, "mode", "dense") != "dense":
+            raise CourseError(f"System {self.name!r}: the hand-off gate's threshold is a cosine similarity, which only "
+                              f"the dense retriever scores; use mode='dense', not {self.retriever.mode!r}.")
 
     @property
     def uses_retrieval(self) -> bool:
