@@ -14,8 +14,10 @@ A second course-specific speed-up is :func:`greedy_decode`: ``model.generate`` k
 reply in the batch until the longest one ends, so a batch of 64 decodes at the pace of its longest
 reply. :func:`greedy_decode` drops each reply from the batch (and from the key/value cache) when it
 ends its turn: the same tokens, about a fifth less time for a lab's batch of 64 RAG prompts.
-Constrained decoding still goes through ``model.generate``: its logits processor keeps one grammar
-state per row.
+Constrained decoding takes the same path, with one grammar matcher per reply.
+
+A third is the reply cache: replies are stored by weights, prompt and token limit and reused, and a
+clean clone starts from the replies the course ships for its labs (:mod:`ftrag.shipped_replies`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
+
+from . import shipped_replies
 
 
 #: Bump when the way replies are generated changes (prompt encoding, decoding, stopping): it is part
@@ -123,13 +127,16 @@ class Generation:
     constraint_seconds: float = 0.0
 
 
+GENERATION_FIELDS = tuple(Generation.__dataclass_fields__)
+
+
 class Generator:
     """Batched greedy decoding of chat prompts (shared prefix read once, padding before each prompt's
     own tokens, stop at end of turn)."""
 
     def __init__(self, model, tokenizer, *, max_new_tokens: int = 72, batch_size: int = 8,
                  cache_tag: str | None = None, share_prefix: bool = True, token_budget: int = TOKEN_BUDGET,
-                 constraint=None):
+                 constraint=None, shipped_dir: str | Path | None = None):
         """``cache_tag`` names the exact weights (e.g. ``"cpu-base"`` or ``"cpu-adapter-<hash>"``).
 
         With a tag, replies are stored in ``<cache>/generations/<tag>.jsonl`` keyed by the prompt and
@@ -139,6 +146,9 @@ class Generator:
 
         ``constraint`` (a :class:`ftrag.constrained.JsonConstraint`) holds every reply to the answer
         schema while it is generated; put its ``tag`` in ``cache_tag``.
+
+        ``shipped_dir`` (:func:`ftrag.shipped_replies.folder`) holds replies shipped with the course under
+        the same tags; they are read before the local cache and never written.
         """
         self.model = model
         self.tokenizer = tokenizer
@@ -148,7 +158,9 @@ class Generator:
         self.cache_tag = cache_tag
         self.share_prefix = share_prefix  # False: every row reads its whole prompt (for comparisons)
         self.constraint = constraint
+        self.shipped_dir = Path(shipped_dir) if shipped_dir is not None else None
         self._cache: dict[str, Generation] | None = None
+        self._origin: dict[str, str] = {}  # key -> "shipped" or "cached"
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -170,6 +182,11 @@ class Generator:
     def _load_cache(self) -> dict[str, Generation]:
         if self._cache is None:
             self._cache = {}
+            shipped = self.shipped_dir / f"{self.cache_tag}.jsonl" if self.shipped_dir is not None else None
+            if shipped is not None and shipped.exists() and shipped_replies.enabled():
+                for key, row in shipped_replies.read(shipped).items():
+                    self._cache[key] = Generation(**{f: row[f] for f in GENERATION_FIELDS if f in row})
+                    self._origin[key] = "shipped"
             path = self._cache_path()
             if path.exists():
                 for line in path.read_text(encoding="utf-8").splitlines():
@@ -177,6 +194,7 @@ class Generator:
                         row = json.loads(line)
                         key = row.pop("key")  # before Generation(**row), which takes no key
                         self._cache[key] = Generation(**row)
+                        self._origin[key] = "cached"
                     except (ValueError, TypeError):
                         continue  # a torn line from an interrupted run: that reply is generated again
         return self._cache
@@ -191,15 +209,18 @@ class Generator:
         """Answer each conversation (a list of chat messages ending with the user turn)."""
         max_new = max_new_tokens or self.max_new_tokens
         if not self.cache_tag:
+            shipped_replies.SOURCES["generated"] += len(conversations)
             return self._generate(conversations, max_new, desc, progress)
         cache = self._load_cache()
         keys = [self._key(c, max_new) for c in conversations]
         missing = sorted({k: i for i, k in enumerate(keys) if k not in cache}.values())
+        shipped_replies.SOURCES.update(self._origin.get(k, "generated") for k in keys)
         if missing:
             fresh = self._generate([conversations[i] for i in missing], max_new, desc, progress)
             with self._cache_path().open("a", encoding="utf-8") as fh:
                 for i, gen in zip(missing, fresh):
                     cache[keys[i]] = gen
+                    self._origin[keys[i]] = "cached"  # asked again later: from the local cache
                     fh.write(json.dumps({"key": keys[i], **asdict(gen)}, ensure_ascii=False) + "\n")
         return [cache[k] for k in keys]
 

@@ -135,3 +135,18 @@ def record_lab_memory(lab: str) -> float:
     stored = max(peak, previous) if isinstance(previous, (int, float)) else peak
     update_timings(**{key: stored})
     return peak
+
+
+def record_lab_replies(lab: str) -> str:
+    """Store where this kernel's replies came from as ``<lab>_replies_<source>`` (shipped with the
+    course, this machine's cache, generated now) and return the sentence a lab's last cell prints.
+
+    Only the first run since ``_build`` was cleaned is stored: the book build executes the labs again and
+    finds every reply the first run generated in the cache, which says nothing about a clean clone.
+    """
+    from . import shipped_replies
+
+    counts = shipped_replies.SOURCES
+    if f"{lab}_replies_generated" not in load_timings():
+        update_timings(**{f"{lab}_replies_{source}": counts[source] for source in ("shipped", "cached", "generated")})
+    return shipped_replies.summary(counts)

@@ -23,7 +23,7 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from . import evaluate, prompts
+from . import evaluate, prompts, shipped_replies
 from .errors import CourseError
 from .evaluate import ParsedReply
 from .generation import GENERATION_VERSION, Generation, Generator  # noqa: F401  (re-exported)
@@ -130,7 +130,8 @@ def base_generator(profile, model=None, tokenizer=None, constraint=None) -> Gene
     tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
     tag = f"{profile.name}-{profile.model_label}-base-{GENERATION_VERSION}"
     return Generator(model, tokenizer, max_new_tokens=profile.max_new_tokens, batch_size=profile.generation_batch_size,
-                     cache_tag=f"{tag}-{constraint.tag}" if constraint is not None else tag, constraint=constraint)
+                     cache_tag=f"{tag}-{constraint.tag}" if constraint is not None else tag, constraint=constraint,
+                     shipped_dir=shipped_replies.folder(profile.name))
 
 
 def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
@@ -142,7 +143,8 @@ def tuned_generator(profile, adapter_dir, tokenizer=None) -> Generator:
     tokenizer = tokenizer if tokenizer is not None else profiles.load_tokenizer(profile)
     return Generator(adapters.load_tuned(profile, adapter_dir), tokenizer, max_new_tokens=profile.max_new_tokens,
                      batch_size=profile.generation_batch_size,
-                     cache_tag=adapters.adapter_cache_tag(profile, adapter_dir))
+                     cache_tag=adapters.adapter_cache_tag(profile, adapter_dir),
+                     shipped_dir=shipped_replies.folder(profile.name))
 
 
 def constrained_generator(profile, model=None, tokenizer=None, **limits):
