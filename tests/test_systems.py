@@ -207,3 +207,26 @@ def test_a_gate_without_a_retriever_is_a_clear_error():
     keyword_retriever.mode = "bm25"   # BM25 and fused scores are not similarities: a threshold means nothing
     with pytest.raises(CourseError, match="mode='dense'"):
         systems.System("gated bm25", _CountingGenerator(), keyword_retriever, handoff_below=0.4)
+
+
+def test_comparison_plot_draws_a_dot_and_interval_per_system_and_marks_what_does_not_apply():
+    import math
+    from types import SimpleNamespace
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ftrag import plots
+
+    rows = {name: {m: 0.5 for m in systems.RATE_METRICS} for name in ("base", "rag", "hybrid")}
+    rows["base"]["answer_rate_when_retrieved"] = math.nan
+    intervals = {name: {m: (0.3, 0.7) for m in systems.RATE_METRICS} for name in rows}
+    fig = plots.comparison_intervals(SimpleNamespace(rows=rows, intervals=intervals))
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == len(systems.RATE_METRICS)
+    answers = panels[systems.RATE_METRICS.index("answer_rate_when_retrieved")]
+    assert [t.get_text() for t in answers.texts] == ["n/a"] and len(answers.lines) == 2 * 2  # rag, hybrid
+    knowledge = panels[0]
+    assert len(knowledge.lines) == 2 * 3 and list(knowledge.lines[0].get_xdata()) == [0.3, 0.7]
+    assert [t.get_text() for t in knowledge.get_yticklabels()] == ["base", "rag", "hybrid"]
+    assert "lower is better" in panels[systems.RATE_METRICS.index("confident_wrong")].get_title()

@@ -103,31 +103,44 @@ SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "extractive_rag": "#937860
                  "finetuned": "#dd8452", "hybrid": "#55a868", "gated_hybrid": "#2f6b3a"}
 
 
-def comparison_bars(comparison, *, title: str | None = None):
-    """Grouped bars: one group per rate metric, one bar per system, 95% Wilson intervals as
-    error bars (a metric that does not apply to a system, such as the answer rate of a system
-    without retrieval, has no bar)."""
-    import numpy as np
+def comparison_intervals(comparison, *, title: str | None = None):
+    """One panel per rate metric, one row per system: the measured share as a dot and its 95% Wilson
+    interval as a line, so overlapping intervals are seen at a glance (eight systems as grouped bars
+    were a thicket). A metric that does not apply to a system (the answer rate of a system without
+    retrieval) is marked "n/a"."""
+    import math
+
+    import matplotlib.pyplot as plt
 
     from .systems import RATE_METRICS
 
-    fig, ax = _fig(8.6, 4.0)
     names = list(comparison.rows)
-    x = np.arange(len(RATE_METRICS))
-    width = 0.8 / len(names)
-    for j, name in enumerate(names):
-        values = [comparison.rows[name][m] for m in RATE_METRICS]
-        lo = [comparison.intervals[name].get(m, (v, v))[0] for m, v in zip(RATE_METRICS, values)]
-        hi = [comparison.intervals[name].get(m, (v, v))[1] for m, v in zip(RATE_METRICS, values)]
-        err = [[max(v - a, 0) if v == v else 0 for v, a in zip(values, lo)],
-               [max(b - v, 0) if v == v else 0 for v, b in zip(values, hi)]]
-        ax.bar(x + (j - (len(names) - 1) / 2) * width, values, width, yerr=err, capsize=2,
-               label=name, color=SYSTEM_COLORS.get(name))
-    ax.set_xticks(x, [METRIC_LABELS.get(m, m).replace(" ", "\n", 1) for m in RATE_METRICS], fontsize=8)
-    ax.set_yticks(np.linspace(0, 1, 6))  # a share: the headroom above 1 holds the legend
-    ax.set(ylim=(0, 1.08 if len(names) <= 4 else 1.3), ylabel="share of questions",
-           title=title or "Every system on the test split (error bars: 95% Wilson CI)")
-    ax.legend(fontsize=8, ncol=min(len(names), 4), loc="upper center")
+    columns = 4
+    panels = math.ceil(len(RATE_METRICS) / columns)
+    fig, axes = plt.subplots(panels, columns, figsize=(9.6, 1.2 + 0.26 * len(names) * panels), dpi=110,
+                             sharey=True, squeeze=False)
+    for ax, metric in zip(axes.flat, RATE_METRICS):
+        for row, name in enumerate(names):
+            value = comparison.rows[name][metric]
+            if value != value:  # NaN: does not apply
+                ax.text(0.5, row, "n/a", ha="center", va="center", fontsize=7, color="#8c8c8c")
+                continue
+            lo, hi = comparison.intervals[name].get(metric, (value, value))
+            color = SYSTEM_COLORS.get(name, "#4c72b0")
+            ax.plot([lo, hi], [row, row], color=color, linewidth=2, alpha=0.6, solid_capstyle="butt")
+            ax.plot([value], [row], "o", color=color, markersize=5)
+        lower_better = " (lower is better)" if metric == "confident_wrong" else ""
+        ax.set(xlim=(-0.03, 1.03), title=METRIC_LABELS.get(metric, metric) + lower_better)
+        ax.title.set_fontsize(9)
+        ax.set_xticks([0, 0.5, 1])
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in axes.flat[len(RATE_METRICS):]:
+        ax.set_visible(False)
+    axes[0][0].set_yticks(range(len(names)), names)
+    axes[0][0].invert_yaxis()  # the table's order, top to bottom
+    fig.suptitle(title or "Every system on the test split: share of questions, with its 95% Wilson interval",
+                 fontsize=10)
     fig.tight_layout()
     return fig
 
