@@ -6,7 +6,7 @@
 Each seed trains the profile's behaviour adapter (``training.ensure_adapter``, so an adapter already in
 ``.cache/adapters`` is read back; seed 0 is the labs' own) on the same data with the same settings,
 then asks the hybrid (that adapter plus the profile's retriever) the test-split questions the hybrid
-lab reports on. It prints, per seed, the hybrid's hand-off rate on the unanswerable questions, its
+lab reports on, and judges the same replies behind the profile's hand-off gate (no new generation). It prints, per seed, the hybrid's hand-off rate on the unanswerable questions, its
 answer rate where its article was retrieved, knowledge accuracy and schema validity, each with its
 95% Wilson interval, and saves them to ``results/<profile>/seed_variance.json``, which the hybrid
 chapter plots. It picks nothing: no setting is chosen from these figures, and it asserts nothing
@@ -54,17 +54,24 @@ def main() -> None:
                                 rag.Retriever(index, profile.hybrid_top_k))
         scores = systems.score("hybrid", hybrid.ask(k_items, desc=f"seed {seed}: knowledge"), course.knowledge,
                                hybrid.ask(u_items, desc=f"seed {seed}: unanswerable"))
-        rows.append(seed_variance.run_row(seed, scores, run))
+        gated_scores = None
+        if profile.handoff_gate:  # the same replies (cached above); questions below the gate go unasked
+            gated = systems.System("gated_hybrid", hybrid.generator, hybrid.retriever, handoff_below=profile.handoff_gate)
+            gated_scores = systems.score("gated_hybrid", gated.ask(k_items, desc=f"seed {seed}: gated"), course.knowledge,
+                                         gated.ask(u_items, desc=f"seed {seed}: gated"))
+        rows.append(seed_variance.run_row(seed, scores, run, gated_scores))
         del hybrid
         gc.collect()
         row = rows[-1]
         print(f"seed {seed}: " + " | ".join(
             f"{m} {row[m]:.2f} [{row[m + '_ci'][0]:.2f}, {row[m + '_ci'][1]:.2f}]" for m in seed_variance.METRICS)
+            + (f" | gated: refusal {row['gated_refusal_accuracy']:.2f}, answers {row['gated_answer_rate_when_retrieved']:.2f}"
+               if gated_scores is not None else "")
             + f" | val loss {row['final_val_loss']:.3f} | train {run.seconds:.0f} s{' (cached)' if run.cached else ''}"
             f" | wall {time.perf_counter() - start:.0f} s", flush=True)
 
     path = seed_variance.save(profile.name, rows, split="test", top_k=profile.hybrid_top_k,
-                              steps=profile.training.max_steps, path=args.out)
+                              steps=profile.training.max_steps, path=args.out, handoff_gate=profile.handoff_gate)
     print(f"saved to {path}")
 
 

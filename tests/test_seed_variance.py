@@ -114,3 +114,39 @@ def test_the_hybrid_chapter_prose_still_matches_the_committed_runs():
     # "0.47 lies inside the range the 48-step seeds spanned on the dev questions" (the other CPU's run, 2026-12-02)
     at_48 = [r["refusal_accuracy"] for r in training if (r["steps"], r["handoff_share"]) == (48, 0.2)]
     assert min(at_48) <= 0.47 <= max(at_48)
+
+
+def _gated(run, refusal, answer):
+    gated = dict(run)
+    for key in list(run):
+        if key != "seed":
+            gated[f"gated_{key}"] = run[key]
+    gated["gated_refusal_accuracy"], gated["gated_refusal_accuracy_ci"] = refusal, [max(refusal - 0.2, 0), min(refusal + 0.2, 1)]
+    gated["gated_answer_rate_when_retrieved"], gated["gated_answer_rate_when_retrieved_ci"] = answer, [answer - 0.2, answer + 0.1]
+    return gated
+
+
+def test_run_row_records_the_gated_hybrid_beside_the_hybrid():
+    scores = systems.Scores("hybrid", correct=[1.0, 0.0], valid=[1.0] * 2, in_voice=[1.0] * 4, refused=[0.0, 0.0],
+                            answered_when_answerable=[1.0, 1.0])
+    gated = systems.Scores("gated_hybrid", correct=[1.0, 0.0], valid=[1.0] * 2, in_voice=[1.0] * 4, refused=[1.0, 0.0],
+                           answered_when_answerable=[1.0, 0.0])
+    trained = SimpleNamespace(val_losses=[], seconds=1.0, cached=True)
+    row = sv.run_row(0, scores, trained, gated)
+    assert (row["refusal_accuracy"], row["gated_refusal_accuracy"]) == (0.0, 0.5)
+    assert row["gated_answer_rate_when_retrieved"] == 0.5 and row["gated_refusal_accuracy_n"] == 2
+    assert "gated_refusal_accuracy" not in sv.run_row(0, scores, trained)
+
+
+def test_headline_counts_the_seeds_whose_hand_offs_the_gate_raised(tmp_path):
+    runs = [_gated(_run(0, 0.2, (0.1, 0.4)), 0.4, 0.7), _gated(_run(1, 0.6, (0.4, 0.8)), 0.6, 0.6),
+            _gated(_run(2, 0.0, (0.0, 0.2)), 0.7, 0.4)]
+    data = sv.load(path=_write(tmp_path, {**_data(*runs), "handoff_gate": 0.45}))
+    head = sv.headline(data)
+    assert (head["seeds_gate_raised_refusal"], head["seeds_gate_kept_refusal"]) == (2, 1)
+    assert head["seeds_gate_refusal_gain_min"] == 0.0 and head["seeds_gate_refusal_gain_max"] == pytest.approx(0.7)
+    assert (head["seeds_gated_refusal_accuracy_min"], head["seeds_gated_refusal_accuracy_max"]) == (0.4, 0.7)
+    assert head["seeds_gate_both_targets"] == 1        # seed 1: 0.6 hand-offs, 0.6 answers
+    fig = plots.seed_variance(data)
+    assert fig.axes[1].get_legend_handles_labels()[1] == ["hybrid", "hybrid behind the gate (0.45)"]
+    assert "seeds_gate_raised_refusal" not in sv.headline(_data(*[_run(0, 0.2, (0.1, 0.4))]))

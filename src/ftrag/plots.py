@@ -254,24 +254,33 @@ def retrieval_scale(results: dict):
 
 def seed_variance(results: dict):
     """Per training seed, the hybrid's hand-off and answer rates with their 95% Wilson intervals,
-    from :func:`ftrag.seed_variance.load` (the labs' own adapter in a darker colour)."""
+    from :func:`ftrag.seed_variance.load`; where the file has them, the same adapter behind the
+    hand-off gate beside each point."""
     import matplotlib.pyplot as plt
 
-    from .seed_variance import LABELS, LABS_SEED
+    from .seed_variance import LABELS, LABS_SEED, has_gate
 
     runs = sorted(results["runs"], key=lambda r: r["seed"])
-    fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.2), dpi=110, sharey=True)
+    series = [("", "hybrid", SYSTEM_COLORS["hybrid"], "o")]
+    if has_gate(results):
+        series.append(("gated_", f"hybrid behind the gate ({results['handoff_gate']:.2f})", SYSTEM_COLORS["gated_hybrid"], "s"))
+    offsets = [0.0] if len(series) == 1 else [-0.12, 0.12]
+    fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.4), dpi=110, sharey=True)
     for ax, metric in zip(axes, ("refusal_accuracy", "answer_rate_when_retrieved")):
-        for x, run in enumerate(runs):
-            value, (low, high) = run[metric], run[f"{metric}_ci"]
-            ax.errorbar([x], [value], yerr=[[value - low], [high - value]], marker="o", capsize=3,
-                        color="#c44e52" if run["seed"] == LABS_SEED else "#4c72b0")
+        for (prefix, label, color, marker), offset in zip(series, offsets):
+            xs = [x + offset for x in range(len(runs))]
+            values = [run[f"{prefix}{metric}"] for run in runs]
+            lows = [v - run[f"{prefix}{metric}_ci"][0] for v, run in zip(values, runs)]
+            highs = [run[f"{prefix}{metric}_ci"][1] - v for v, run in zip(values, runs)]
+            ax.errorbar(xs, values, yerr=[lows, highs], fmt=marker, capsize=3, color=color, label=label)
         ax.set_xticks(range(len(runs)), [f"seed {r['seed']}" + (" (labs)" if r["seed"] == LABS_SEED else "")
                                          for r in runs], fontsize=8)
         ax.set_title(f"{LABELS[metric]}\n(n = {runs[0][f'{metric}_n']})", fontsize=9)
         ax.set_ylim(-0.04, 1.05)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("share of test questions")
+    if len(series) > 1:
+        axes[1].legend(fontsize=8, loc="lower left")
     fig.suptitle(f"The hybrid, one behaviour adapter per training seed ({results['split']} split, "
                  f"{results['measured']})", fontsize=10)
     fig.tight_layout()

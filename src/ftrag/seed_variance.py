@@ -6,6 +6,10 @@ test split. ``benchmarks/seed_variance.py`` (``make bench-seeds``) measures it a
 The seed (:attr:`ftrag.profiles.TrainingSettings.seed`) sets LoRA's random initial ``A`` matrices
 and the order in which the Trainer draws the training chats. Nothing else changes between runs, so
 the spread between seeds is the part of a result that one training run cannot tell you.
+
+Each seed's adapter is also judged behind the profile's hand-off gate (``gated_*`` figures: the same
+replies, with the questions whose best chunk scores below the gate handed off unasked), so the
+chapter can say whether the gate's effect holds over training runs or belongs to one adapter.
 """
 from __future__ import annotations
 
@@ -38,27 +42,41 @@ def results_path(profile_name: str) -> Path:
     return REPO_ROOT / "results" / profile_name / "seed_variance.json"
 
 
-def run_row(seed: int, scores, train_result) -> dict:
-    """One seed's record: the hybrid's :data:`METRICS` from a :class:`ftrag.systems.Scores`, with
-    intervals and counts, and what the training run measured."""
+def _rates(scores, prefix: str = "") -> dict:
     summary, intervals = scores.summary(), scores.intervals()
     counts = {"refusal_accuracy": len(scores.refused), "answer_rate_when_retrieved": len(scores.answered_when_answerable),
               "knowledge_accuracy": len(scores.correct), "schema_validity": len(scores.valid),
               "in_voice": len(scores.in_voice)}
-    row = {"seed": int(seed), "final_val_loss": float(train_result.val_losses[-1][1]) if train_result.val_losses else None,
-           "train_seconds": float(train_result.seconds), "cached": bool(train_result.cached)}
+    row = {}
     for metric in METRICS:
-        row[metric] = float(summary[metric])
-        row[f"{metric}_ci"] = [float(x) for x in intervals[metric]]
-        row[f"{metric}_n"] = counts[metric]
+        row[f"{prefix}{metric}"] = float(summary[metric])
+        row[f"{prefix}{metric}_ci"] = [float(x) for x in intervals[metric]]
+        row[f"{prefix}{metric}_n"] = counts[metric]
     return row
 
 
+def run_row(seed: int, scores, train_result, gated_scores=None) -> dict:
+    """One seed's record: the hybrid's :data:`METRICS` from a :class:`ftrag.systems.Scores`, with
+    intervals and counts, what the training run measured, and (``gated_scores``) the same metrics
+    behind the hand-off gate as ``gated_<metric>``."""
+    row = {"seed": int(seed), "final_val_loss": float(train_result.val_losses[-1][1]) if train_result.val_losses else None,
+           "train_seconds": float(train_result.seconds), "cached": bool(train_result.cached), **_rates(scores)}
+    if gated_scores is not None:
+        row.update(_rates(gated_scores, "gated_"))
+    return row
+
+
+def has_gate(data: dict) -> bool:
+    """Whether every run was also judged behind the hand-off gate (files written before the gate lack it)."""
+    return bool(data.get("handoff_gate")) and all("gated_refusal_accuracy" in run for run in data["runs"])
+
+
 def save(profile_name: str, rows: Sequence[dict], *, split: str, top_k: int, steps: int,
-         path: Path | None = None) -> Path:
+         path: Path | None = None, handoff_gate: float = 0.0) -> Path:
     path = Path(path or results_path(profile_name))
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"profile": profile_name, "split": split, "hybrid_top_k": top_k, "train_steps": steps,
+               "handoff_gate": handoff_gate,
                "measured": dt.date.today().isoformat(),
                "machine": f"{platform.machine()}, {os.cpu_count()} cores, {cpu_name()}", "runs": list(rows)}
     path.write_text(json.dumps(payload, indent=1) + "\n")
@@ -117,4 +135,15 @@ def headline(data: dict) -> dict:
         if labs and others:
             out[f"seeds_labs_{metric}"] = labs[0][metric]
             out[f"seeds_others_{metric}_min"], out[f"seeds_others_{metric}_max"] = others[0], others[-1]
+    if has_gate(data):
+        runs = data["runs"]
+        out["seeds_gate"] = data["handoff_gate"]
+        for metric in ("refusal_accuracy", "answer_rate_when_retrieved", "knowledge_accuracy"):
+            out[f"seeds_gated_{metric}_min"], out[f"seeds_gated_{metric}_max"] = spread(data, f"gated_{metric}")
+        out["seeds_gate_raised_refusal"] = sum(r["gated_refusal_accuracy"] > r["refusal_accuracy"] for r in runs)
+        out["seeds_gate_kept_refusal"] = sum(r["gated_refusal_accuracy"] == r["refusal_accuracy"] for r in runs)
+        out["seeds_gate_refusal_gain_min"] = min(r["gated_refusal_accuracy"] - r["refusal_accuracy"] for r in runs)
+        out["seeds_gate_refusal_gain_max"] = max(r["gated_refusal_accuracy"] - r["refusal_accuracy"] for r in runs)
+        out["seeds_gate_both_targets"] = sum(r["gated_refusal_accuracy"] >= 0.6 and r["gated_answer_rate_when_retrieved"] >= 0.5
+                                             for r in runs)
     return out
