@@ -108,6 +108,11 @@ def test_the_hybrid_chapter_prose_still_matches_the_committed_runs():
     training = sweeps.load_saved("cpu")["training"]["rows"]
     assert sweeps.pick_training(training)[0] == head["seeds_steps"] != 48
     assert sweeps.pick_training([r for r in training if r["seed"] == sv.LABS_SEED])[0] == 48
+    # section hybrid-gate: "The gate is a dependable increment, then, not a cure: the spread between
+    # training runs is still the adapter's"
+    assert head["seeds_gate_raised_refusal"] >= head["seeds_n"] - 1 and head["seeds_gate_refusal_gain_min"] >= 0
+    assert (head["seeds_gated_refusal_accuracy_max"] - head["seeds_gated_refusal_accuracy_min"]
+            > 2 * head["seeds_gate_refusal_gain_max"])
     # "The voice varied less"
     assert (head["seeds_in_voice_max"] - head["seeds_in_voice_min"]
             < head["seeds_refusal_accuracy_max"] - head["seeds_refusal_accuracy_min"])
