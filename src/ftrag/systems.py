@@ -304,8 +304,18 @@ def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | Non
             row["gold"] = by_id[a.question_id].answers[0]
             row["correct"] = is_correct(a, by_id[a.question_id].answers)
         rows.append(row)
-    wrap = {"white-space": "normal", "word-break": "break-word", "min-width": "18em", "text-align": "left"}
-    return pd.DataFrame(rows).style.set_properties(subset=["question", "reply"], **wrap).hide(axis="index")
+    return wrapped_table(rows, ["question", "reply"])
+
+
+#: CSS for a table column of whole sentences: wrapped, never cut.
+WRAP = {"white-space": "normal", "word-break": "break-word", "min-width": "18em", "text-align": "left"}
+
+
+def wrapped_table(rows: Sequence[dict], wrap_columns: Sequence[str]):
+    """``rows`` as a pandas Styler whose ``wrap_columns`` wrap instead of being cut (``.data``: the DataFrame)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows).style.set_properties(subset=list(wrap_columns), **WRAP).hide(axis="index")
 
 
 def _ms_per_generated_token(answers: Sequence[Answer], seconds_of) -> float:
