@@ -27,7 +27,7 @@ help:
 	@echo "make sweeps     top-k and max_new_tokens chosen on the dev split (about 25 minutes); saves results/<profile>/sweeps.json"
 	@echo "make sweeps-prompt  the RAG instruction, few-shot k and the constrained answer cap, chosen on the dev split (about 20 minutes)"
 	@echo "make sweeps-gate  the hand-off gate in front of the hybrid (a similarity threshold), chosen on the dev split (about 3 minutes)"
-	@echo "make replies    regenerate the replies shipped in results/cpu/replies: the labs with an empty cache, nothing reused (about 25 minutes)"
+	@echo "make replies    regenerate the replies shipped in results/cpu/replies: the labs with an empty cache, nothing reused (about 22 minutes)"
 	@echo "make gpu-check  on a CUDA GPU: QLoRA memory and speed of Qwen2.5-1.5B/3B/7B, fits on 8 GB / 16 GB (at most 8 minutes)"
 	@echo "make gpu-check-bundle  download the pinned bitsandbytes wheel into .whl/ for a GPU machine without pip access"
 	@echo "make results-gpu  on a CUDA GPU with hub access: run labs 1-3 on the gpu profile, copy results to results/gpu/<model>/"
@@ -95,6 +95,7 @@ replies: $(STAMP)
 	rm -rf $(REPLIES_RUN) && mkdir -p $(REPLIES_RUN)
 	FTRAG_CACHE_DIR=$(CURDIR)/$(REPLIES_RUN) FTRAG_SHIPPED_REPLIES=0 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest labs
 	$(BIN)/python -m ftrag.shipped_replies $(REPLIES_RUN)/generations cpu
+	rm -rf $(REPLIES_RUN)   # its own model conversion, indexes and adapters: about 1 GB
 
 # The GPU targets run $(GPU_PYTHON), a Python with a CUDA build of torch (the .venv has the CPU build).
 GPU_PYTHON ?= python3
