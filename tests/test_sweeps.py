@@ -331,3 +331,10 @@ def test_what_the_rag_lab_says_about_the_top_k_sweep_holds_for_the_saved_one(sav
     assert [round(rows[("hybrid", k)]["answer_rate_when_retrieved"], 2) for k in (1, 2)] == [0.83, 0.92]
     # "at one and two chunks the hybrid got 17 and 15 of 54 right"
     assert (right[("hybrid", 1)], right[("hybrid", 2)]) == (17, 15)
+
+
+def test_the_gate_description_says_when_a_profile_has_no_gate():
+    assert sweeps.gate_description(0.45) == "hand off below 0.45"
+    assert "repeats the hybrid's" in sweeps.gate_description(0.0)
+    gpu = profiles.gpu_profile_settings(profiles.DEFAULT_GPU_MODEL)   # no GPU here: its settings only
+    assert sweeps.gate_description(gpu.handoff_gate) == sweeps.gate_description(0.0)

@@ -315,6 +315,13 @@ def gate_balance(row: dict) -> float:
     return (row["refusal_accuracy"] + row["answer_rate_when_retrieved"]) / 2
 
 
+def gate_description(handoff_gate: float) -> str:
+    """How lab 3's discussion names a profile's gate; a profile without one (0) says its row repeats the hybrid's."""
+    if handoff_gate:
+        return f"hand off below {handoff_gate:.2f}"
+    return "none on this profile, which has no dev sweep to choose one, so this row repeats the hybrid's"
+
+
 def gate_headline(rows: Sequence[dict]) -> dict[str, float]:
     """The gate sweep's dev figures a page quotes (glued as ``gate_dev_*``): the picked threshold, and the
     hybrid's hand-off and answer rates with no gate and with the picked one."""
