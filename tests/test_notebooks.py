@@ -75,7 +75,7 @@ def test_chapters_quote_only_results_the_labs_save():
                 "cmp_p_": "labs/03_hybrid.ipynb", "cmp_says_": "labs/03_hybrid.ipynb"}
     lab_source = {path: "".join("".join(c["source"]) for c in _cells(REPO_ROOT / path) if c["cell_type"] == "code")
                   for path in set(saved_by.values())}
-    cmp_key = re.compile(r"cmp_(base|rag|extractive_rag|fewshot_rag|constrained_rag|finetuned|hybrid|gated_hybrid)_(%s)(_ci_low|_ci_high)?$"
+    cmp_key = re.compile(r"cmp_(base|rag|extractive_rag|fewshot_rag|constrained_rag|gated_constrained_rag|finetuned|hybrid|gated_hybrid)_(%s)(_ci_low|_ci_high)?$"
                          % "|".join(systems.METRICS))
     missing = []
     for page in sorted((REPO_ROOT / "chapters").glob("*.md")):

@@ -99,14 +99,14 @@ METRIC_LABELS = {
     "gold_retrieved": "gold article retrieved",
 }
 SYSTEM_COLORS = {"base": "#8c8c8c", "rag": "#4c72b0", "extractive_rag": "#937860", "fewshot_rag": "#8172b3",
-                 "constrained_rag": "#64b5cd",
+                 "constrained_rag": "#64b5cd", "gated_constrained_rag": "#2a7f9e",
                  "finetuned": "#dd8452", "hybrid": "#55a868", "gated_hybrid": "#2f6b3a"}
 
 
 def comparison_intervals(comparison, *, title: str | None = None):
     """One panel per rate metric, one row per system: the measured share as a dot and its 95% Wilson
-    interval as a line, so overlapping intervals are seen at a glance (eight systems as grouped bars
-    were a thicket). A metric that does not apply to a system (the answer rate of a system without
+    interval as a line, so overlapping intervals are seen at a glance (eight or nine systems as grouped
+    bars were a thicket). A metric that does not apply to a system (the answer rate of a system without
     retrieval) is marked "n/a"."""
     import math
 
