@@ -140,10 +140,10 @@ def headline(data: dict) -> dict:
         out["seeds_gate"] = data["handoff_gate"]
         for metric in ("refusal_accuracy", "answer_rate_when_retrieved", "knowledge_accuracy"):
             out[f"seeds_gated_{metric}_min"], out[f"seeds_gated_{metric}_max"] = spread(data, f"gated_{metric}")
-        out["seeds_gate_raised_refusal"] = sum(r["gated_refusal_accuracy"] > r["refusal_accuracy"] for r in runs)
-        out["seeds_gate_kept_refusal"] = sum(r["gated_refusal_accuracy"] == r["refusal_accuracy"] for r in runs)
-        out["seeds_gate_refusal_gain_min"] = min(r["gated_refusal_accuracy"] - r["refusal_accuracy"] for r in runs)
-        out["seeds_gate_refusal_gain_max"] = max(r["gated_refusal_accuracy"] - r["refusal_accuracy"] for r in runs)
+        gains = [r["gated_refusal_accuracy"] - r["refusal_accuracy"] for r in runs]
+        out["seeds_gate_raised_refusal"] = sum(gain > 0 for gain in gains)
+        out["seeds_gate_kept_refusal"] = sum(gain == 0 for gain in gains)
+        out["seeds_gate_refusal_gain_min"], out["seeds_gate_refusal_gain_max"] = min(gains), max(gains)
         out["seeds_gate_both_targets"] = sum(r["gated_refusal_accuracy"] >= 0.6 and r["gated_answer_rate_when_retrieved"] >= 0.5
                                              for r in runs)
     return out

@@ -22,14 +22,13 @@ import json
 import os
 import shutil
 from collections import Counter
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 from .errors import CourseError, DataError
 from .paths import REPO_ROOT
 
 ENV = "FTRAG_SHIPPED_REPLIES"
-#: The fields every shipped row holds (those of :class:`ftrag.generation.Generation`, plus its key).
-REQUIRED_FIELDS = ("key", "text", "prompt_tokens", "new_tokens", "seconds", "batch_seconds")
 
 #: Where this process's replies came from: ``shipped``, ``cached`` (the local ``.cache``) or
 #: ``generated``. A lab's last cell reports it (:func:`summary`).
@@ -55,6 +54,10 @@ def enabled() -> bool:
 def read(path: Path) -> dict[str, dict]:
     """The rows of one shipped file by key. A malformed row is an error: unlike the local cache,
     where a torn last line is regenerated, a shipped file is committed and must be whole."""
+    from .generation import Generation  # here: ftrag.generation imports this module
+
+    # the key, and every field of a Generation that has no default
+    required = ("key", *(f.name for f in fields(Generation) if f.default is MISSING))
     rows: dict[str, dict] = {}
     fix = f"run `make replies` to regenerate it, or delete {path.name} to generate those replies here"
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -62,7 +65,7 @@ def read(path: Path) -> dict[str, dict]:
             row = json.loads(line)
         except ValueError as err:
             raise DataError(f"{path}:{number}: not a JSON object ({err.msg}); {fix}") from None
-        missing = [f for f in REQUIRED_FIELDS if not isinstance(row, dict) or f not in row]
+        missing = [f for f in required if not isinstance(row, dict) or f not in row]
         if missing:
             raise DataError(f"{path}:{number}: a shipped reply without {', '.join(missing)}; {fix}")
         rows[row["key"]] = row

@@ -293,8 +293,6 @@ def answers_table(answers: Sequence[Answer], questions=None, *, limit: int | Non
     """A table of answers for display (question, whole reply, sources, correct when gold known):
     a pandas Styler whose reply column wraps instead of being cut, so a reader can check every
     claim made about the replies. ``.data`` is the plain DataFrame."""
-    import pandas as pd
-
     by_id = {q.id: q for q in questions or ()}
     rows = []
     for a in answers[:limit]:
